@@ -1,0 +1,404 @@
+"""HTTP client of the Pump Portal Integration API v1. Knows URLs, auth, pagination, errors and
+pacing; knows nothing of dlt.
+
+Why not dlt's RESTClient: the sync needs a budget shared by every worker (pacing.py), the API's
+error table mapped to typed errors with request ids, bodies that are not JSON retried like a 5xx,
+and listings that report whether they were complete — none of which RESTClient's per-thread
+retries and paginators give. Connection pooling, TLS and redirect handling stay with `requests`.
+"""
+
+from __future__ import annotations
+
+import collections
+import email.utils
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from . import settings
+from .errors import (
+    InvalidResponse,
+    PaginationError,
+    PortalError,
+    PortalUnavailable,
+    RateLimited,
+    error_class_for,
+)
+from .pacing import RequestPacer
+
+logger = logging.getLogger(__name__)
+
+JSON = dict[str, Any]
+
+
+class BearerAuth(requests.auth.AuthBase):
+    """Adds the key at send time, so it is never part of a logged URL, header dict or repr."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._api_key}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth(***)"
+
+
+@dataclass
+class ClientStats:
+    """What the client did, for the run summary and the `sync_runs` table."""
+
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    rate_limited: int = 0
+    rate_limit_wait_seconds: float = 0.0
+    retries: int = 0
+
+    @property
+    def total_requests(self) -> int:
+        return sum(self.requests.values())
+
+
+@dataclass
+class Page:
+    items: list[JSON]
+    body: JSON
+    number: int
+
+
+@dataclass
+class Listing:
+    """A paged listing walked to its end; `complete` says every item could have been seen.
+
+    A listing is complete when every page up to `has_next: false` was fetched and the number of
+    distinct ids equals the last `pagination.total`. An offset-paged listing that shifts while it
+    is read may skip or repeat an item; the caller must not treat absence as removal then.
+    """
+
+    pages: int = 0
+    total: int | None = None
+    complete: bool = True
+    problems: list[str] = field(default_factory=list)
+
+    def flag(self, problem: str) -> None:
+        self.complete = False
+        self.problems.append(problem)
+        logger.warning("listing incomplete: %s", problem)
+
+
+class PortalClient:
+    """Thread-safe: one pooled session and one pacer shared by every worker."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        page_size: int = settings.DEFAULT_PAGE_SIZE,
+        timeout: tuple[float, float] = settings.DEFAULT_TIMEOUT,
+        max_retries: int = settings.DEFAULT_MAX_RETRIES,
+        backoff_seconds: float = settings.DEFAULT_BACKOFF_SECONDS,
+        pacer: RequestPacer | None = None,
+        pool_size: int = settings.DEFAULT_CONCURRENCY,
+        max_retry_after: float = settings.MAX_RETRY_AFTER_SECONDS,
+    ) -> None:
+        parts = urlsplit(base_url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"base_url must be an http(s) origin, got {base_url!r}")
+        if not api_key:
+            raise ValueError("api_key is empty")
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self._api_key = api_key
+        self.page_size = page_size
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff_seconds = backoff_seconds
+        self.max_retry_after = max_retry_after
+        self.pacer = pacer or RequestPacer()
+        self.stats = ClientStats()
+        self._stats_lock = threading.Lock()
+        self.session = requests.Session()
+        self.session.auth = BearerAuth(api_key)
+        # No proxies or .netrc from the environment's trust_env: the key must go to base_url only.
+        self.session.trust_env = False
+        self.session.headers.update(
+            {"Accept": "application/json", "User-Agent": "pump-portal-sync/0.1"}
+        )
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1) + 4)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # --- endpoints -------------------------------------------------------------------------
+
+    def statistics(self) -> JSON:
+        return self.get(settings.ENDPOINT_STATS)
+
+    def delegated_users(self) -> JSON:
+        return self.get(settings.ENDPOINT_DELEGATED_USERS)
+
+    def pump_metadata(self, pump_id: str) -> JSON:
+        return self.get(settings.ENDPOINT_PUMP_METADATA.format(pump_id=quote(pump_id, safe="")))
+
+    def pump_summary(self, pump_id: str) -> JSON:
+        return self.get(settings.ENDPOINT_PUMP_SUMMARY.format(pump_id=quote(pump_id, safe="")))
+
+    def pump_pages(self, listing: Listing) -> Iterator[Page]:
+        return self.pages(settings.ENDPOINT_PUMPS, listing)
+
+    def user_summary_pages(self, user_id: int, listing: Listing) -> Iterator[Page]:
+        return self.pages(settings.ENDPOINT_USER_SUMMARY.format(user_id=user_id), listing)
+
+    # --- pagination ------------------------------------------------------------------------
+
+    def pages(self, path: str, listing: Listing) -> Iterator[Page]:
+        """Yield pages 1, 2, ... following `pagination.has_next`; record completeness in `listing`.
+
+        Stops (and flags the listing incomplete, never silently) when the server keeps saying
+        `has_next` past any plausible end, sends an empty page that claims more, or omits
+        pagination altogether after page 1.
+        """
+        number = 1
+        seen_ids: set[str] = set()
+        max_pages: int | None = None
+        while True:
+            body = self.get(path, {"page": number, "limit": self.page_size})
+            raw_items = body.get("controllers")
+            if raw_items is None:
+                raw_items = []
+            if not isinstance(raw_items, list):
+                raise InvalidResponse(
+                    "`controllers` is not a list", endpoint=self._display(path, number)
+                )
+            items = [item for item in raw_items if isinstance(item, dict)]
+            pagination = body.get("pagination")
+            pagination = pagination if isinstance(pagination, dict) else {}
+            echoed = _as_int(pagination.get("page"))
+            if echoed is not None and echoed != number:
+                raise PaginationError(
+                    f"asked for page {number}, the portal answered page {echoed}",
+                    endpoint=self._display(path, number),
+                )
+            listing.pages = number
+            total = _as_int(pagination.get("total"))
+            if total is not None:
+                listing.total = total
+            pages = _as_int(pagination.get("pages"))
+            limit = _as_int(pagination.get("limit")) or self.page_size
+            if pages is None and total is not None:
+                pages = math.ceil(total / limit) if limit > 0 else None
+            if pages is not None:
+                bound = pages + settings.EXTRA_PAGES_ALLOWED
+                max_pages = bound if max_pages is None else max(max_pages, bound)
+            seen_ids.update(str(item.get("pump_id")) for item in items)
+            yield Page(items=items, body=body, number=number)
+
+            has_next = pagination.get("has_next")
+            if has_next is None:
+                # Some answers omit has_next: fall back to the announced page count.
+                has_next = pages is not None and number < pages
+                if not pagination:
+                    if number > 1 or len(items) >= limit:
+                        listing.flag(f"{path}: page {number} carries no pagination")
+                    break
+            if not _as_bool(has_next):
+                break
+            if not items:
+                listing.flag(f"{path}: page {number} is empty but has_next is true")
+                break
+            if max_pages is not None and number >= max_pages:
+                listing.flag(f"{path}: has_next still true after {number} pages (pages={pages})")
+                break
+            if max_pages is None and number >= 10_000:
+                listing.flag(f"{path}: has_next still true after {number} pages, no page count")
+                break
+            number += 1
+
+        if listing.total is not None and len(seen_ids) != listing.total:
+            listing.flag(
+                f"{path}: {len(seen_ids)} distinct items seen over {listing.pages} page(s), "
+                f"pagination.total says {listing.total}"
+            )
+        if pages is not None and listing.pages < pages:
+            listing.flag(f"{path}: stopped at page {listing.pages} of {pages}")
+
+    # --- one request ------------------------------------------------------------------------
+
+    def get(self, path: str, params: dict[str, Any] | None = None) -> JSON:
+        """GET /v1<path>; the JSON object, or a typed `PortalError`.
+
+        429 waits `Retry-After` (shared by all workers) and never counts as an attempt;
+        5xx, connection errors and non-JSON bodies retry with backoff, `max_retries` times.
+        """
+        url = f"{self.origin}{settings.API_PREFIX}{path}"
+        endpoint = self._display(path, params.get("page") if params else None)
+        template = _template(path)
+        attempt = 0
+        rate_limited = 0
+        while True:
+            waited = self.pacer.acquire()
+            if waited:
+                self._add_wait(waited)
+            self._count(template)
+            try:
+                response = self.session.get(url, params=params, timeout=self.timeout)
+            except requests.RequestException as exc:
+                failure: PortalError = PortalUnavailable(
+                    self.scrub(f"{type(exc).__name__}: {exc}"), endpoint=endpoint
+                )
+            else:
+                outcome = self._interpret(response, endpoint)
+                if isinstance(outcome, dict):
+                    return outcome
+                failure = outcome
+                if isinstance(failure, RateLimited):
+                    rate_limited += 1
+                    if rate_limited > settings.MAX_RATE_LIMITED_ATTEMPTS:
+                        raise failure
+                    delay = self._retry_after(response)
+                    with self._stats_lock:
+                        self.stats.rate_limited += 1
+                    logger.info(
+                        "rate limited on GET %s, everyone waits %.1f s [request id %s]",
+                        endpoint,
+                        delay,
+                        failure.request_id,
+                    )
+                    self.pacer.rate_limited(delay)
+                    continue
+                if not _is_transient(failure):
+                    raise failure
+            attempt += 1
+            if attempt > self.max_retries:
+                raise failure
+            delay = min(
+                self.backoff_seconds * 2 ** (attempt - 1), settings.MAX_BACKOFF_SECONDS
+            ) * random.uniform(0.8, 1.2)
+            with self._stats_lock:
+                self.stats.retries += 1
+            logger.warning(
+                "GET %s failed (%s), retry %d/%d in %.1f s",
+                endpoint,
+                failure,
+                attempt,
+                self.max_retries,
+                delay,
+            )
+            time.sleep(delay)
+
+    def _interpret(self, response: requests.Response, endpoint: str) -> JSON | PortalError:
+        request_id = response.headers.get("X-Request-ID")
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = None
+        if 200 <= response.status_code < 300:
+            if isinstance(body, dict):
+                return body
+            return InvalidResponse(
+                f"HTTP {response.status_code} with a body that is not a JSON object "
+                f"({response.headers.get('Content-Type', 'no content type')}, "
+                f"{len(response.content)} bytes)",
+                status=response.status_code,
+                request_id=request_id,
+                endpoint=endpoint,
+            )
+        error = body.get("error") if isinstance(body, dict) else None
+        error = error if isinstance(error, dict) else {}
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        message = error.get("message")
+        if not isinstance(message, str) or not message:
+            message = response.reason or f"HTTP {response.status_code}"
+        request_id = request_id or _as_str(error.get("request_id"))
+        cls = error_class_for(response.status_code, code)
+        if not code and response.status_code in (301, 302, 303, 307, 308):
+            message = "redirect not followed (it leaves the portal's origin or scheme)"
+        return cls(
+            self.scrub(message),
+            status=response.status_code,
+            code=code,
+            request_id=self.scrub(request_id) if request_id else None,
+            endpoint=endpoint,
+        )
+
+    def _retry_after(self, response: requests.Response) -> float:
+        value = response.headers.get("Retry-After", "").strip()
+        seconds: float | None = None
+        if value:
+            try:
+                seconds = float(value)
+            except ValueError:
+                try:
+                    when = email.utils.parsedate_to_datetime(value)
+                    seconds = when.timestamp() - time.time()
+                except (TypeError, ValueError, IndexError):
+                    seconds = None
+        if seconds is None or not math.isfinite(seconds):
+            seconds = settings.DEFAULT_RETRY_AFTER_SECONDS
+        return min(max(seconds, 0.05), self.max_retry_after)
+
+    def scrub(self, text: str) -> str:
+        """Remove the API key from text that came from elsewhere (server messages, exceptions)."""
+        return text.replace(self._api_key, "***") if self._api_key in text else text
+
+    def _count(self, template: str) -> None:
+        with self._stats_lock:
+            self.stats.requests[template] += 1
+
+    def _add_wait(self, seconds: float) -> None:
+        with self._stats_lock:
+            self.stats.rate_limit_wait_seconds += seconds
+
+    @staticmethod
+    def _display(path: str, page: Any = None) -> str:
+        shown = f"{settings.API_PREFIX}{path}"
+        return f"{shown}?page={page}" if page is not None else shown
+
+    def __repr__(self) -> str:
+        return f"PortalClient({self.origin!r})"
+
+
+def _template(path: str) -> str:
+    """/pumps/pump-001/summary -> /v1/pumps/:pumpId/summary, for per-endpoint request counts."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 3 and parts[0] == "pumps":
+        parts[1] = ":pumpId"
+    elif len(parts) == 3 and parts[0] == "users":
+        parts[1] = ":userId"
+    return settings.API_PREFIX + "/" + "/".join(parts)
+
+
+def _is_transient(error: PortalError) -> bool:
+    return isinstance(error, PortalUnavailable | InvalidResponse)
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_bool(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
+def _as_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None

@@ -1,0 +1,367 @@
+"""The sync's decisions: what changed since the last load, what needs a detail call, what vanished.
+
+`FleetSync` reads the portal through `PortalClient` once per run (lazily, whichever resource asks
+first) and compares what it sees with the source state dlt keeps for us:
+
+    state["pumps"][pump_id] = [last_seen, row fingerprint, visible]
+    state["details"][resource][pump_id] = when that detail was last fetched
+    state["links"][user_id][pump_id] = [is_owner, valid_from]
+
+A per-pump map instead of one high-water mark on `last_seen`: a pump missed by a shifting listing,
+a clock reset that moves `last_seen` backwards, and pumps sharing one `last_seen` are then all
+exact. dlt commits state only when the whole extract succeeds and ships it in the same load
+package as the rows, so the map never gets ahead of the data that reached the destination.
+State is touched only from the resource generators, which dlt runs on the main thread; the
+worker pool does HTTP only.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from . import records
+from .client import Listing, PortalClient
+from .errors import (
+    InsufficientScope,
+    ItemForbidden,
+    ItemNotFound,
+    NoDelegatedUsers,
+)
+from .report import RunReport
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+# Index of each field in state["pumps"][pump_id].
+_LAST_SEEN, _FINGERPRINT, _VISIBLE = 0, 1, 2
+
+
+@dataclass
+class FleetListing:
+    """The controllers listing of this run, diffed against state."""
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    observations: list[dict[str, Any]] = field(default_factory=list)
+    visibility: list[dict[str, Any]] = field(default_factory=list)
+    reported: set[str] = field(default_factory=set)  # last_seen differs from the last load
+    statistics: dict[str, Any] | None = None
+    readable: bool = True
+
+
+@dataclass
+class UserDirectory:
+    """Delegated users and their pump links, as read this run."""
+
+    users: list[dict[str, Any]] = field(default_factory=list)
+    link_rows: list[dict[str, Any]] = field(default_factory=list)
+    readable: bool = True
+
+
+class FleetSync:
+    def __init__(
+        self,
+        client: PortalClient,
+        report: RunReport,
+        state: Callable[[], dict[str, Any]],
+        *,
+        details_max_age: dt.timedelta,
+        concurrency: int,
+    ) -> None:
+        self.client = client
+        self.report = report
+        self.run_at = report.run_at
+        self._state_fn = state
+        self.details_max_age = details_max_age
+        self.concurrency = max(1, concurrency)
+        self._listing: FleetListing | None = None
+        self._users: UserDirectory | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self._state_fn()
+
+    def _pump_state(self) -> dict[str, list[Any]]:
+        return self.state.setdefault("pumps", {})
+
+    # --- controllers listing ------------------------------------------------------------------
+
+    def listing(self) -> FleetListing:
+        if self._listing is None:
+            self._listing = self._read_listing()
+        return self._listing
+
+    def _read_listing(self) -> FleetListing:
+        result = FleetListing()
+        walk = Listing()
+        try:
+            for page in self.client.pump_pages(walk):
+                if result.statistics is None and isinstance(page.body.get("statistics"), dict):
+                    result.statistics = page.body["statistics"]
+                for raw in page.items:
+                    row = records.coerce(raw, records.CONTROLLER_FIELDS)
+                    if row.get("pump_id") is None:
+                        self.report.warn(f"a listing row without pump_id was ignored: {raw!r:.200}")
+                        continue
+                    # A pump seen twice in one shifting listing: the later copy is the newer.
+                    result.rows[row["pump_id"]] = row
+                logger.info(
+                    "listed page %d (%d pumps so far, total %s)",
+                    page.number,
+                    len(result.rows),
+                    walk.total,
+                )
+        except InsufficientScope as error:
+            self.report.skip_resource(
+                "controllers", error, "the API key cannot read GET /v1/pumps (needs read:pumps)"
+            )
+            result.readable = False
+            return result
+
+        self.report.listing_complete = walk.complete
+        self.report.pumps_listed = len(result.rows)
+        pumps = self._pump_state()
+        for pump_id, row in result.rows.items():
+            known = pumps.get(pump_id)
+            seen = records.iso(row.get("last_seen"))
+            mark = records.fingerprint(row)
+            if known is None or known[_LAST_SEEN] != seen:
+                result.reported.add(pump_id)
+                if row.get("last_seen") is not None:
+                    observation = {k: row[k] for k in records.OBSERVATION_FIELDS if k in row}
+                    observation["observed_at"] = self.run_at
+                    result.observations.append(observation)
+            if known is None or known[_FINGERPRINT] != mark:
+                result.changed.append({**row, "listed_at": self.run_at})
+            if known is None or not known[_VISIBLE]:
+                result.visibility.append(self._visibility_row(pump_id, True))
+                if known is not None:
+                    self.report.pumps_returned += 1
+            pumps[pump_id] = [seen, mark, True]
+        if walk.complete:
+            for pump_id, known in pumps.items():
+                if known[_VISIBLE] and pump_id not in result.rows:
+                    known[_VISIBLE] = False
+                    result.visibility.append(self._visibility_row(pump_id, False))
+                    self.report.pumps_vanished += 1
+        elif walk.problems:
+            self.report.warn(
+                "controllers listing was not complete, so no pump is marked vanished this run: "
+                + "; ".join(walk.problems)
+            )
+        self.report.pumps_changed = len(result.changed)
+        return result
+
+    def _visibility_row(self, pump_id: str, visible: bool) -> dict[str, Any]:
+        return {"pump_id": pump_id, "changed_at": self.run_at, "is_visible": visible}
+
+    # --- fleet statistics -------------------------------------------------------------------
+
+    def fleet_snapshot(self) -> dict[str, Any] | None:
+        """GET /v1/stats; with a `read:pumps`-only key, the `statistics` of GET /v1/pumps."""
+        try:
+            statistics = self.client.statistics().get("statistics")
+            endpoint = "/v1/stats"
+        except InsufficientScope as error:
+            listing = self.listing()
+            if not listing.readable or listing.statistics is None:
+                self.report.skip_resource(
+                    "fleet_snapshots", error, "the API key can read neither /v1/stats nor /v1/pumps"
+                )
+                return None
+            logger.info("no read:stats scope: fleet statistics taken from GET /v1/pumps")
+            statistics, endpoint = listing.statistics, "/v1/pumps"
+        if not isinstance(statistics, dict):
+            self.report.warn("GET /v1/stats answered without a statistics object")
+            return None
+        row = records.coerce(statistics, records.STATISTICS_FIELDS)
+        return {"snapshot_at": self.run_at, "source_endpoint": endpoint, **row}
+
+    # --- per-pump details -------------------------------------------------------------------
+
+    def pumps_needing(self, resource: str) -> list[str]:
+        """Pumps whose `last_seen` moved, never fetched, or fetched longer ago than the max age."""
+        listing = self.listing()
+        fetched = self.state.setdefault("details", {}).setdefault(resource, {})
+        oldest = self.run_at - self.details_max_age
+        due = []
+        for pump_id in listing.rows:
+            at = fetched.get(pump_id)
+            if pump_id in listing.reported or at is None or records.to_timestamp(at) <= oldest:
+                due.append(pump_id)
+        return due
+
+    def details(
+        self,
+        resource: str,
+        fetch: Callable[[str], dict[str, Any]],
+        to_row: Callable[[str, dict[str, Any]], dict[str, Any]],
+    ) -> Iterator[dict[str, Any]]:
+        """Fan out one detail call per due pump; 403/404 skip that pump, the run goes on."""
+        due = self.pumps_needing(resource)
+        fetched = self.state["details"][resource]
+        logger.info("%s: %d detail calls due", resource, len(due))
+        done = 0
+        for pump_id, outcome in self._fan_out(fetch, due):
+            done += 1
+            self.report.detail_calls += 1
+            if isinstance(outcome, ItemForbidden | ItemNotFound):
+                self.report.skip_item(resource, "pump", pump_id, outcome)
+                fetched[pump_id] = records.iso(self.run_at)
+                continue
+            if isinstance(outcome, InsufficientScope | NoDelegatedUsers):
+                self.report.skip_resource(resource, outcome, "the API key cannot read it")
+                return
+            if isinstance(outcome, BaseException):
+                raise outcome
+            fetched[pump_id] = records.iso(self.run_at)
+            yield to_row(pump_id, outcome)
+            if done % 500 == 0:
+                logger.info("%s: %d of %d detail calls done", resource, done, len(due))
+
+    # --- users ------------------------------------------------------------------------------
+
+    def users(self) -> UserDirectory:
+        if self._users is None:
+            self._users = self._read_users()
+        return self._users
+
+    def _read_users(self) -> UserDirectory:
+        directory = UserDirectory()
+        try:
+            body = self.client.delegated_users()
+        except NoDelegatedUsers as error:
+            self.report.warn(
+                "no delegated users: the integration has no portal users bound to it, so "
+                f"delegated_users and user_pump_links load nothing (request id {error.request_id})"
+            )
+            directory.readable = False
+            return directory
+        except InsufficientScope as error:
+            self.report.skip_resource(
+                "delegated_users", error, "the API key cannot read GET /v1/delegated-users"
+            )
+            directory.readable = False
+            return directory
+        rows = body.get("delegated_users") or []
+        for raw in rows if isinstance(rows, list) else []:
+            if isinstance(raw, dict):
+                user = records.coerce(raw, records.DELEGATED_USER_FIELDS)
+                if user.get("user_id") is not None:
+                    directory.users.append(user)
+        self.report.users_listed = len(directory.users)
+        directory.link_rows = self._read_links([u["user_id"] for u in directory.users])
+        return directory
+
+    def _read_links(self, user_ids: list[int]) -> list[dict[str, Any]]:
+        links_state: dict[str, dict[str, list[Any]]] = self.state.setdefault("links", {})
+        rows: list[dict[str, Any]] = []
+        run_at = records.iso(self.run_at)
+        seen_users: set[str] = set()
+        for user_id, outcome in self._fan_out(self._user_links, user_ids):
+            key = str(user_id)
+            seen_users.add(key)
+            if isinstance(outcome, ItemForbidden | ItemNotFound):
+                self.report.skip_item("user_pump_links", "user", key, outcome)
+                continue
+            if isinstance(outcome, InsufficientScope | NoDelegatedUsers):
+                self.report.skip_resource(
+                    "user_pump_links", outcome, "the API key cannot read GET /v1/users/:id/summary"
+                )
+                return rows
+            if isinstance(outcome, BaseException):
+                raise outcome
+            current, complete = outcome
+            known = links_state.setdefault(key, {})
+            for pump_id, is_owner in current.items():
+                before = known.get(pump_id)
+                if before is not None and before[0] == is_owner:
+                    continue
+                if before is not None:
+                    rows.append(self._link_row(user_id, pump_id, before, ended=run_at))
+                known[pump_id] = [is_owner, run_at]
+                rows.append(self._link_row(user_id, pump_id, known[pump_id], ended=None))
+            if complete:
+                for pump_id in [p for p in known if p not in current]:
+                    rows.append(self._link_row(user_id, pump_id, known.pop(pump_id), run_at))
+        # Users no longer delegated to the integration: their links end.
+        for key in [k for k in links_state if k not in seen_users]:
+            for pump_id, before in links_state.pop(key).items():
+                rows.append(self._link_row(int(key), pump_id, before, ended=run_at))
+        return rows
+
+    def _user_links(self, user_id: int) -> tuple[dict[str, bool], bool]:
+        walk = Listing()
+        links: dict[str, bool] = {}
+        for page in self.client.user_summary_pages(user_id, walk):
+            for raw in page.items:
+                pump_id = records.to_text(raw.get("pump_id"))
+                if pump_id is not None:
+                    links[pump_id] = bool(records.to_bool(raw.get("is_owner")))
+        return links, walk.complete
+
+    @staticmethod
+    def _link_row(user_id: int, pump_id: str, link: list[Any], ended: str | None) -> dict[str, Any]:
+        return {
+            "user_id": user_id,
+            "pump_id": pump_id,
+            "is_owner": link[0],
+            "valid_from": records.to_timestamp(link[1]),
+            "valid_to": records.to_timestamp(ended),
+        }
+
+    # --- concurrency ------------------------------------------------------------------------
+
+    def _fan_out(self, call: Callable[[T], R], items: Iterable[T]) -> Iterator[tuple[T, Any]]:
+        """Run `call` on items in the shared pool; yield (item, result or error) as they finish.
+
+        At most 4 x concurrency calls are queued at once, so memory stays flat on big fleets.
+        """
+        executor = self._pool()
+        pending: dict[concurrent.futures.Future[R], T] = {}
+        window = self.concurrency * 4
+        iterator = iter(items)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < window:
+                    try:
+                        item = next(iterator)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    pending[executor.submit(call, item)] = item
+                if not pending:
+                    return
+                done, _ = concurrent.futures.wait(
+                    pending, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in done:
+                    item = pending.pop(future)
+                    error = future.exception()
+                    yield item, (error if error is not None else future.result())
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.concurrency, thread_name_prefix="pump-portal"
+            )
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None

@@ -1,0 +1,97 @@
+"""One request budget shared by every worker thread of a client.
+
+dlt's requests helper backs off per thread: after a 429, N workers sleep on their own and then burst
+into the next window together. Here every request start goes through one `RequestPacer`:
+
+- a configured budget (`requests_per_window` per `window_seconds`) is enforced as a sliding
+  window of request starts, which keeps every fixed server window at or under the budget too;
+- a 429 pauses the whole client until its `Retry-After` has passed, once, for all workers;
+- without a configured budget, the pacer learns one from the 429s: the requests that went through
+  between the end of the last pause and the 429 are what the window holds.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+
+class RequestPacer:
+    def __init__(
+        self,
+        requests_per_window: int | None = None,
+        window_seconds: float = 1.0,
+        *,
+        learn: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if requests_per_window is not None and requests_per_window < 1:
+            raise ValueError("requests_per_window must be at least 1")
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self._budget = requests_per_window
+        self._window = float(window_seconds)
+        self._learn = learn and requests_per_window is None
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._starts: collections.deque[float] = collections.deque()
+        self._paused_until = 0.0
+        self._resumed_at = clock()
+        self._started_since_resume = 0
+        self.waited_seconds = 0.0
+        self.pauses = 0
+
+    @property
+    def budget(self) -> tuple[int, float] | None:
+        """(requests, window seconds) in force, configured or learned; None when unlimited."""
+        return None if self._budget is None else (self._budget, self._window)
+
+    def acquire(self) -> float:
+        """Block until one more request may start; return the seconds this call waited."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self._clock()
+                ready_at = max(now, self._paused_until)
+                if self._budget is not None:
+                    while self._starts and self._starts[0] <= now - self._window:
+                        self._starts.popleft()
+                    if len(self._starts) >= self._budget:
+                        ready_at = max(ready_at, self._starts[-self._budget] + self._window)
+                if ready_at <= now:
+                    self._starts.append(now)
+                    self._started_since_resume += 1
+                    if self._budget is None and len(self._starts) > 4096:
+                        self._starts.popleft()
+                    self.waited_seconds += waited
+                    return waited
+            delay = ready_at - now
+            self._sleep(delay)
+            waited += delay
+
+    def rate_limited(self, retry_after: float) -> None:
+        """A 429 arrived: every worker waits until `retry_after` seconds from now."""
+        with self._lock:
+            now = self._clock()
+            until = now + retry_after
+            if until <= self._paused_until:
+                return  # another worker's 429 of the same window already paused everyone
+            first_of_window = self._paused_until <= now
+            self._paused_until = until
+            self.pauses += 1
+            if self._learn and first_of_window:
+                # Requests that went through since the window opened (this one failed).
+                capacity = max(1, self._started_since_resume - 1)
+                window = max(until - self._resumed_at, 0.001)
+                if self._budget is None or capacity < self._budget:
+                    self._budget, self._window = capacity, window
+                    logger.info("learned rate limit: %d requests per %.2f s", capacity, window)
+            self._resumed_at = until
+            self._started_since_resume = 0

@@ -1,0 +1,275 @@
+"""From API JSON to rows with the types the reference documents.
+
+The API may omit keys, send numbers as strings (`"0.0"`), ints where floats follow (soc 85, then
+82.5) and 1/0 for booleans. dlt keeps the first type it sees and adds a variant column on the next
+clash, so every documented field is coerced here and declared as a column hint (`column_hints`):
+the table's types never depend on which pump happened to come first.
+
+Fields the reference does not document (new metadata fields, the element shapes of alarms and
+daily summaries) pass through `normalize_unknown`: numeric strings and ints become floats, so a
+later float cannot split the column either. Documented field names keep the API's nesting; dlt
+flattens them with `__` (`battery.soc` -> `battery__soc`). Raw tables say what the API said;
+the SQL staging models rename.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pendulum
+from dlt.common.schema.typing import TColumnSchema
+
+# Documented fields and their dlt data types, as dotted paths into the API object.
+CONTROLLER_FIELDS: dict[str, str] = {
+    "pump_id": "text",
+    "custom_name": "text",
+    "is_owner": "bool",
+    "last_seen": "timestamp",
+    "last_heartbeat": "timestamp",
+    "installation.installation_name": "text",
+    "installation.location_name": "text",
+    "installation.lat": "double",
+    "installation.lon": "double",
+    "pump.status": "text",
+    "pump.total_water_delivered": "double",
+    "pump.running": "bool",
+    "battery.voltage": "double",
+    "battery.soc": "double",
+    "battery.current": "double",
+    "communication_method": "text",
+    "current_pressure": "double",
+    "active_alarms_count": "bigint",
+    "highest_alarm_level": "text",
+    "total_sessions": "bigint",
+    "uptime": "double",
+    "profile": "text",
+}
+
+# What changes from one report of a pump to the next: the per-pump history.
+OBSERVATION_FIELDS = (
+    "pump_id",
+    "last_seen",
+    "last_heartbeat",
+    "pump",
+    "battery",
+    "current_pressure",
+    "active_alarms_count",
+    "highest_alarm_level",
+    "total_sessions",
+    "uptime",
+)
+
+STATISTICS_FIELDS: dict[str, str] = {
+    "total_controllers": "bigint",
+    "active_controllers": "bigint",
+    "offline_controllers": "bigint",
+    "total_water_delivered": "double",
+    "average_battery_soc": "double",
+    "wireguard_connections": "bigint",
+}
+
+DELEGATED_USER_FIELDS: dict[str, str] = {
+    "user_id": "bigint",
+    "name": "text",
+    **STATISTICS_FIELDS,
+}
+
+METADATA_FIELDS: dict[str, str] = {
+    "pump_id": "text",
+    "installation_name": "text",
+    "location_name": "text",
+    "latitude": "double",
+    "longitude": "double",
+    "last_seen": "timestamp",
+    "total_water_delivered": "double",
+}
+
+SUMMARY_FIELDS: dict[str, str] = {
+    "pump_id": "text",
+    "metadata.pump_id": "text",
+    "live_data.current_pressure": "double",
+    "live_data.battery_soc": "double",
+    "live_data.battery_voltage": "double",
+    "live_data.last_updated": "timestamp",
+    "today.date": "date",
+    "today.snapshot_count": "bigint",
+    "today.is_today": "bool",
+    "recent_alarms.count": "bigint",
+    "recent_alarms.critical": "bigint",
+    "recent_alarms.warning": "bigint",
+    "week_trends.total_water_delivered": "double",
+    "week_trends.avg_pressure": "double",
+    "week_trends.avg_battery_soc": "double",
+    "week_trends.avg_uptime": "double",
+    "total_average_water.avg_daily_water": "double",
+    "total_average_water.total_water": "double",
+    "total_average_water.days_with_data": "bigint",
+    "total_average_water.calculation_method": "text",
+    "lifetime_averages.avg_pressure": "double",
+    "lifetime_averages.avg_battery_soc": "double",
+    "lifetime_averages.calculation_method": "text",
+    "last_updated": "timestamp",
+    "data_source": "text",
+}
+
+# Keys whose numeric-looking strings are identifiers or labels, not quantities.
+_LABEL_KEY = re.compile(r"(^|_)(id|code|name|date|key|version|serial|level)$")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+def column_hints(fields: Mapping[str, str], **extra: str) -> dict[str, TColumnSchema]:
+    """dlt column hints for documented fields: `battery.soc` -> column `battery__soc`."""
+    hints: dict[str, TColumnSchema] = {}
+    for path, data_type in {**fields, **extra}.items():
+        name = path.replace(".", "__")
+        hints[name] = {"name": name, "data_type": data_type, "nullable": True}  # type: ignore[typeddict-item]
+    return hints
+
+
+def coerce(raw: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
+    """A deep copy of `raw` with documented fields typed and everything else normalized."""
+    row = normalize_unknown(raw)
+    for path, data_type in fields.items():
+        *parents, leaf = path.split(".")
+        container: Any = row
+        for key in parents:
+            container = container.get(key) if isinstance(container, dict) else None
+        if isinstance(container, dict) and leaf in container:
+            container[leaf] = to_type(_raw_at(raw, path), data_type)
+    row.pop("api_version", None)
+    return row
+
+
+def to_type(value: Any, data_type: str) -> Any:
+    if data_type == "double":
+        return to_float(value)
+    if data_type == "bigint":
+        return to_int(value)
+    if data_type == "bool":
+        return to_bool(value)
+    if data_type == "timestamp":
+        return to_timestamp(value)
+    if data_type == "date":
+        return to_date(value)
+    return to_text(value)
+
+
+def to_float(value: Any) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str) and _NUMBER.match(value.strip()):
+        number = float(value.strip())
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def to_int(value: Any) -> int | None:
+    number = to_float(value)
+    return None if number is None else int(round(number))
+
+
+def to_bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1", "yes", "y", "t", "1.0"):
+            return True
+        if text in ("false", "0", "no", "n", "f", "0.0"):
+            return False
+    return None
+
+
+def to_timestamp(value: Any) -> dt.datetime | None:
+    """ISO 8601 (with or without zone; naive means UTC) or epoch seconds/milliseconds.
+
+    Placeholders such as the reference's `"…"` become NULL rather than text in a timestamp column.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            return None
+        seconds = value / 1000 if abs(value) > 1e11 else value
+        try:
+            return pendulum.from_timestamp(seconds, tz="UTC")
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if _NUMBER.match(text):
+        return to_timestamp(float(text))
+    try:
+        parsed = pendulum.parse(text, tz="UTC")
+    except (ValueError, TypeError, OverflowError, pendulum.parsing.exceptions.ParserError):
+        return None
+    if not isinstance(parsed, dt.datetime):
+        if isinstance(parsed, dt.date):
+            return pendulum.datetime(parsed.year, parsed.month, parsed.day, tz="UTC")
+        return None
+    return parsed.in_timezone("UTC")
+
+
+def to_date(value: Any) -> dt.date | None:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return dt.date.fromisoformat(text[:10])
+        except ValueError:
+            pass
+    stamp = to_timestamp(value)
+    return stamp.date() if stamp else None
+
+
+def to_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value).lower() if isinstance(value, bool) else str(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def normalize_unknown(value: Any, key: str = "") -> Any:
+    """Undocumented shapes: numbers (and numeric strings, except labels and ids) become floats."""
+    if isinstance(value, dict):
+        return {k: normalize_unknown(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [normalize_unknown(v, key) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return to_float(value)
+    if isinstance(value, str) and _NUMBER.match(value.strip()) and not _LABEL_KEY.search(key):
+        return to_float(value)
+    return value
+
+
+def fingerprint(row: Mapping[str, Any]) -> str:
+    """A short stable hash of a row, to tell whether anything in a listing row changed."""
+    text = json.dumps(row, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _raw_at(raw: Mapping[str, Any], path: str) -> Any:
+    value: Any = raw
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value

@@ -1,0 +1,92 @@
+"""What one sync run saw and did, filled by the source and read by the runner."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import PortalError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SkippedItem:
+    """One pump, user or resource the run could not read; lands in the `skipped_items` table."""
+
+    resource: str
+    item_kind: str  # "pump", "user" or "resource"
+    item_id: str | None
+    http_status: int | None
+    code: str | None
+    request_id: str | None
+    message: str
+
+    def as_row(self, run_id: str, run_at: dt.datetime) -> dict[str, Any]:
+        return {"run_id": run_id, "run_at": run_at, **asdict(self)}
+
+
+@dataclass
+class RunReport:
+    run_at: dt.datetime
+    pumps_listed: int = 0
+    pumps_changed: int = 0
+    pumps_vanished: int = 0
+    pumps_returned: int = 0
+    listing_complete: bool | None = None
+    detail_calls: int = 0
+    users_listed: int = 0
+    skipped: list[SkippedItem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    #: The client's request counters (a `ClientStats`), set by the source.
+    client_stats: Any = None
+
+    def skip_item(self, resource: str, item_kind: str, item_id: str, error: PortalError) -> None:
+        self.skipped.append(
+            SkippedItem(
+                resource=resource,
+                item_kind=item_kind,
+                item_id=item_id,
+                http_status=error.status,
+                code=error.code,
+                request_id=error.request_id,
+                message=error.message,
+            )
+        )
+        logger.warning(
+            "skipped %s %s in %s: %s (HTTP %s) [request id %s]",
+            item_kind,
+            item_id,
+            resource,
+            error.code,
+            error.status,
+            error.request_id,
+        )
+
+    def skip_resource(self, resource: str, error: PortalError, why: str) -> None:
+        """A whole resource the key cannot read: one warning, one row."""
+        self.skipped.append(
+            SkippedItem(
+                resource=resource,
+                item_kind="resource",
+                item_id=None,
+                http_status=error.status,
+                code=error.code,
+                request_id=error.request_id,
+                message=why,
+            )
+        )
+        self.warn(f"{resource} skipped: {why} ({error.code}, request id {error.request_id})")
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        logger.warning(message)
+
+    def skipped_by_code(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for item in self.skipped:
+            key = item.code or f"http_{item.http_status}"
+            counts[key] = counts.get(key, 0) + 1
+        return counts

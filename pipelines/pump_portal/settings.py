@@ -1,0 +1,42 @@
+"""Constants of the Pump Portal Integration API v1 and the defaults this sync chooses for it."""
+
+API_PREFIX = "/v1"
+
+# The reference's own example pages by 50; a larger page is not promised to be accepted,
+# and a rejected limit is a 400 (invalid_pagination), not something to discover in production.
+DEFAULT_PAGE_SIZE = 50
+
+# (connect, read) seconds. The summary endpoint aggregates a week of data server-side.
+DEFAULT_TIMEOUT = (5.0, 60.0)
+
+# Transient failures (5xx, connection errors, bodies that are not the expected JSON)
+# are retried this many times after the first attempt, with exponential backoff.
+DEFAULT_MAX_RETRIES = 4
+DEFAULT_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+
+# 429 is never a failure on its own: the client waits Retry-After and tries again.
+# This caps one single wait so a bogus header cannot park the job for a day.
+MAX_RETRY_AFTER_SECONDS = 900.0
+# Used when a 429 carries no usable Retry-After.
+DEFAULT_RETRY_AFTER_SECONDS = 1.0
+# A request is given up only after this many consecutive 429s (hours of waiting at the cap).
+MAX_RATE_LIMITED_ATTEMPTS = 100
+
+# Concurrent per-pump / per-user detail requests.
+DEFAULT_CONCURRENCY = 8
+
+# Details (metadata, summary) are refetched at least this often even for a pump that has not
+# reported, so the summary's `today` block rolls over.
+DEFAULT_DETAILS_MAX_AGE_HOURS = 24.0
+
+# Pages beyond the announced `pagination.pages` we are willing to follow while `has_next` stays
+# true: a listing can grow while it is paged, but a server that never stops must not loop us.
+EXTRA_PAGES_ALLOWED = 10
+
+ENDPOINT_PUMPS = "/pumps"
+ENDPOINT_STATS = "/stats"
+ENDPOINT_DELEGATED_USERS = "/delegated-users"
+ENDPOINT_USER_SUMMARY = "/users/{user_id}/summary"
+ENDPOINT_PUMP_METADATA = "/pumps/{pump_id}/metadata"
+ENDPOINT_PUMP_SUMMARY = "/pumps/{pump_id}/summary"

@@ -1,0 +1,212 @@
+"""One sync cycle: finish what an earlier run left pending, extract and load the source, build the
+models, and record the run. Knows dlt and the source's report; knows nothing of HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import dlt
+import pendulum
+from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.pipeline.exceptions import PipelineStepFailed
+
+from .pump_portal import RunReport, pump_portal
+from .pump_portal.errors import PortalError
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_NAME = "pump_portal"
+DATASET_NAME = "pump_portal"
+
+
+@dataclass
+class SyncResult:
+    report: RunReport
+    started_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    outcome: str = "running"  # success | partial | failed
+    error: BaseException | None = None
+    failed_step: str | None = None
+    rows: dict[str, int] = field(default_factory=dict)
+    models_built: list[str] = field(default_factory=list)
+    recovered_pending: bool = False
+
+    @property
+    def seconds(self) -> float:
+        end = self.finished_at or pendulum.now("UTC")
+        return (end - self.started_at).total_seconds()
+
+
+def make_pipeline(
+    *,
+    destination: Any = None,
+    dataset_name: str | None = None,
+    pipelines_dir: str | None = None,
+    progress: Any = "log",
+) -> dlt.Pipeline:
+    """The `pump_portal` pipeline; destination and dataset come from configuration by default
+    (`[pipelines.pump_portal] destination_type` / `dataset_name`; DuckDB and `pump_portal`
+    if unset).
+    """
+    kwargs: dict[str, Any] = {"pipeline_name": PIPELINE_NAME, "progress": progress}
+    if destination is not None:
+        kwargs["destination"] = destination
+    if dataset_name is not None:
+        kwargs["dataset_name"] = dataset_name
+    if pipelines_dir is not None:
+        kwargs["pipelines_dir"] = pipelines_dir
+    pipeline = dlt.pipeline(**kwargs)
+    if pipeline.destination is None:
+        pipeline = dlt.pipeline(**{**kwargs, "destination": "duckdb"})
+    if not pipeline.dataset_name:
+        pipeline = dlt.pipeline(
+            **{**kwargs, "destination": pipeline.destination, "dataset_name": DATASET_NAME}
+        )
+    return pipeline
+
+
+def run_sync(
+    pipeline: dlt.Pipeline,
+    *,
+    full_refresh: bool = False,
+    run_at: dt.datetime | None = None,
+    build_models: Callable[[dlt.Pipeline], list[str]] | None = None,
+    **source_options: Any,
+) -> SyncResult:
+    """Run one cycle and return what happened; never raises for an API or destination failure."""
+    started = pendulum.now("UTC")
+    report = RunReport(run_at=pendulum.instance(run_at) if run_at else started)
+    result = SyncResult(report=report, started_at=started)
+    try:
+        if pipeline.has_pending_data:
+            # dlt would otherwise load only the pending package and drop this cycle's data.
+            logger.warning("an earlier run left a load pending: loading it first")
+            pipeline.run()
+            result.recovered_pending = True
+        source = pump_portal(report=report, run_at=report.run_at, **source_options)
+        info = pipeline.run(source, refresh="drop_sources" if full_refresh else None)
+        result.rows = _rows_loaded(pipeline)
+        logger.debug("load info: %s", info)
+        if build_models is not None:
+            result.models_built = build_models(pipeline)
+        result.outcome = "partial" if report.skipped else "success"
+    except Exception as error:  # noqa: BLE001 - the caller turns it into one line and an exit code
+        result.outcome = "failed"
+        result.error = root_cause(error)
+        result.failed_step = error.step if isinstance(error, PipelineStepFailed) else None
+    result.finished_at = pendulum.now("UTC")
+    record_run(pipeline, result)
+    return result
+
+
+def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
+    """Append the run to `sync_runs` and its skipped items to `skipped_items`.
+
+    Skipped when a load is still pending: a new run() would load only that package.
+    """
+    if pipeline.has_pending_data or pipeline.destination is None:
+        logger.warning("run not recorded in sync_runs: the destination has a pending load")
+        return
+    report = result.report
+    stats = report.client_stats
+    run_id = report.run_at.isoformat()
+    row = {
+        "run_id": run_id,
+        "run_at": report.run_at,
+        "started_at": result.started_at,
+        "finished_at": result.finished_at,
+        "duration_s": round(result.seconds, 3),
+        "outcome": result.outcome,
+        "failed_step": result.failed_step,
+        "error": describe(result.error) if result.error else None,
+        "pumps_listed": report.pumps_listed,
+        "listing_complete": report.listing_complete,
+        "pumps_changed": report.pumps_changed,
+        "pumps_vanished": report.pumps_vanished,
+        "detail_calls": report.detail_calls,
+        "users_listed": report.users_listed,
+        "items_skipped": len(report.skipped),
+        "skipped_by_code": report.skipped_by_code() or None,
+        "requests": stats.total_requests if stats else 0,
+        "requests_by_endpoint": dict(stats.requests) if stats else None,
+        "rate_limited_429s": stats.rate_limited if stats else 0,
+        "rate_limit_wait_s": round(stats.rate_limit_wait_seconds, 3) if stats else 0.0,
+        "retries": stats.retries if stats else 0,
+    }
+    skipped = [item.as_row(run_id, report.run_at) for item in report.skipped]
+    resources = [
+        dlt.resource(
+            [row],
+            name="sync_runs",
+            write_disposition="append",
+            columns={
+                "run_at": {"data_type": "timestamp"},
+                "started_at": {"data_type": "timestamp"},
+                "finished_at": {"data_type": "timestamp"},
+                "duration_s": {"data_type": "double"},
+                "rate_limit_wait_s": {"data_type": "double"},
+                "failed_step": {"data_type": "text"},
+                "error": {"data_type": "text"},
+                "listing_complete": {"data_type": "bool"},
+                "skipped_by_code": {"data_type": "json"},
+                "requests_by_endpoint": {"data_type": "json"},
+            },
+        ),
+        dlt.resource(
+            skipped,
+            name="skipped_items",
+            write_disposition="append",
+            columns={
+                "run_at": {"data_type": "timestamp"},
+                "item_id": {"data_type": "text"},
+                "http_status": {"data_type": "bigint"},
+                "code": {"data_type": "text"},
+                "request_id": {"data_type": "text"},
+            },
+        ),
+    ]
+    try:
+        pipeline.run(
+            resources, schema=pipeline.default_schema if pipeline.default_schema_name else None
+        )
+    except Exception as error:  # noqa: BLE001 - recording must not hide the run's own outcome
+        logger.warning("could not record the run in sync_runs: %s", describe(root_cause(error)))
+
+
+def _rows_loaded(pipeline: dlt.Pipeline) -> dict[str, int]:
+    trace = pipeline.last_trace
+    if trace is None or trace.last_normalize_info is None:
+        return {}
+    counts = trace.last_normalize_info.row_counts
+    return {table: n for table, n in sorted(counts.items()) if not table.startswith("_dlt")}
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The error a person can act on, under dlt's step and extraction wrappers."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    best: BaseException = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, PortalError | ConfigFieldMissingException):
+            return current
+        best = current
+        nested = getattr(current, "exception", None)
+        current = (
+            nested
+            if isinstance(nested, BaseException)
+            else (current.__cause__ or current.__context__)
+        )
+    return best
+
+
+def describe(error: BaseException | None) -> str:
+    if error is None:
+        return ""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
