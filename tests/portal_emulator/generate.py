@@ -106,10 +106,20 @@ def _pump(number: int, width: int, start: datetime, rng: random.Random) -> Pump:
     as_strings = rng.random() < 0.10
     if never_seen:
         return Pump(
-            pump_id=pump_id, custom_name=custom_name, last_seen=None, last_heartbeat=None,
-            installation=installation, status="idle", total_water_delivered=0.0, battery=None,
-            communication_method=method, current_pressure=None, total_sessions=0, uptime=0,
-            profile=profile, numbers_as_strings=as_strings,
+            pump_id=pump_id,
+            custom_name=custom_name,
+            last_seen=None,
+            last_heartbeat=None,
+            installation=installation,
+            status="idle",
+            total_water_delivered=0.0,
+            battery=None,
+            communication_method=method,
+            current_pressure=None,
+            total_sessions=0,
+            uptime=0,
+            profile=profile,
+            numbers_as_strings=as_strings,
         )
     if rng.random() < 0.70:
         last_seen = start - _ms(rng, 0, 14.5 * 60)
@@ -120,7 +130,9 @@ def _pump(number: int, width: int, start: datetime, rng: random.Random) -> Pump:
         heartbeat = min(start, last_seen + _ms(rng, 1, 120))
     battery: Battery | None = None
     if rng.random() >= 0.10:
-        soc: int | float = rng.randint(15, 100) if rng.random() < 0.6 else round(rng.uniform(15, 99), 1)
+        soc: int | float = (
+            rng.randint(15, 100) if rng.random() < 0.6 else round(rng.uniform(15, 99), 1)
+        )
         battery = battery_for(soc, rng)
     running = rng.random() < 0.4
     pump = Pump(

@@ -1,7 +1,7 @@
 """Plain data of the simulated fleet: pumps, alarms and delegated users.
 
-These are the ground truth tests assert against. Mutate them through ``Fleet`` methods (which take
-the lock and invalidate caches); after editing a dataclass field directly, call ``Fleet.invalidate()``.
+These are the ground truth tests assert against. Mutate them through ``Fleet`` methods (which
+take the lock and invalidate caches); after editing a field directly, call ``Fleet.invalidate()``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ class Installation(TypedDict):
 
 class Battery(TypedDict):
     voltage: float
-    soc: int | float  # int for some pumps, float (e.g. 82.5) for others, as both appear in the reference
+    # int for some pumps, float (e.g. 82.5) for others: the reference shows both forms.
+    soc: int | float
     current: float
 
 
 @dataclass
 class Alarm:
-    """An active alarm. Every generated alarm is still active, so ``cleared_at`` is always None
-    and ``recent_alarms.count`` equals ``active_alarms_count`` (choice: keeps the two consistent)."""
+    """An alarm. Choice: every generated alarm is still active (``cleared_at`` None), so
+    ``recent_alarms.count`` equals the listing's ``active_alarms_count``."""
 
     alarm_id: str
     code: str

@@ -9,15 +9,16 @@ The reference gives the outer shape only; the element shapes chosen here are:
 * ``today.statistics``: {"water_delivered", "avg_pressure", "min_battery_soc", "max_battery_soc"},
   or ``{}`` with snapshot_count 0 when the pump has not reported today (simulated date).
 
-Daily summaries are derived from (seed, pump id, date) so they are stable for a given simulated day;
-"today" comes from the pump's reports. ``week_trends.total_water_delivered`` and ``avg_uptime`` are
-strings as in the reference; ``live_data.last_updated`` is the "…" placeholder for some pumps and for
-never-seen ones.
+Daily summaries are derived from (seed, pump id, date), so they are stable for a simulated day;
+"today" comes from the pump's reports. ``week_trends.total_water_delivered`` and ``avg_uptime``
+are strings as in the reference; ``live_data.last_updated`` is the "…" placeholder for some pumps
+and for never-seen ones.
 """
 
 from __future__ import annotations
 
-import random
+import hashlib
+import struct
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -27,19 +28,28 @@ from .model import Pump
 PLACEHOLDER = "…"
 
 
+def _unit_values(key: str) -> tuple[float, float, float, float]:
+    """Four deterministic values in [0, 1) for ``key``: one hash instead of seeding a
+    ``random.Random`` per day, which made summaries ~5x slower."""
+    digest = hashlib.blake2b(key.encode(), digest_size=16).digest()
+    a, b, c, d = struct.unpack("<4I", digest)
+    scale = 2.0**32
+    return a / scale, b / scale, c / scale, d / scale
+
+
 def _daily_summaries(pump: Pump, today: date, seed: int) -> list[dict[str, Any]]:
     days = min(pump.history_days, 7)
     rows: list[dict[str, Any]] = []
     for back in range(days, 0, -1):
-        day = today - timedelta(days=back)
-        rng = random.Random(f"{seed}:daily:{pump.pump_id}:{day.isoformat()}")
+        day = (today - timedelta(days=back)).isoformat()
+        water, pressure, soc, snapshots = _unit_values(f"{seed}:daily:{pump.pump_id}:{day}")
         rows.append(
             {
-                "date": day.isoformat(),
-                "water_delivered": f"{rng.uniform(0.0, 400.0):.1f}",
-                "avg_pressure": round(rng.uniform(1.5, 6.0), 1),
-                "avg_battery_soc": rng.randint(20, 100),
-                "snapshot_count": rng.randint(1, 96),
+                "date": day,
+                "water_delivered": f"{water * 400.0:.1f}",
+                "avg_pressure": round(1.5 + pressure * 4.5, 1),
+                "avg_battery_soc": 20 + int(soc * 81),
+                "snapshot_count": 1 + int(snapshots * 96),
             }
         )
     return rows
@@ -90,7 +100,9 @@ def pump_summary(pump: Pump, now: datetime, seed: int) -> dict[str, Any]:
     battery = pump.battery
     if daily:
         total = round(sum(float(row["water_delivered"]) for row in daily), 1)
-        avg_pressure: float | None = round(sum(row["avg_pressure"] for row in daily) / len(daily), 2)
+        avg_pressure: float | None = round(
+            sum(row["avg_pressure"] for row in daily) / len(daily), 2
+        )
         avg_soc: float | None = round(sum(row["avg_battery_soc"] for row in daily) / len(daily), 1)
         avg_uptime = str(min(pump.uptime, 86400))
         method = "daily_summaries"
@@ -102,7 +114,12 @@ def pump_summary(pump: Pump, now: datetime, seed: int) -> dict[str, Any]:
         }
     else:
         total, avg_pressure, avg_soc, avg_uptime, method = 0.0, None, None, "0", "no_data"
-        average_water = {"avg_daily_water": 0, "total_water": 0, "days_with_data": 0, "calculation_method": method}
+        average_water = {
+            "avg_daily_water": 0,
+            "total_water": 0,
+            "days_with_data": 0,
+            "calculation_method": method,
+        }
     if pump.placeholder_last_updated or pump.last_seen is None:
         live_updated = PLACEHOLDER
     else:
@@ -126,7 +143,11 @@ def pump_summary(pump: Pump, now: datetime, seed: int) -> dict[str, Any]:
             "avg_uptime": avg_uptime,
         },
         "total_average_water": average_water,
-        "lifetime_averages": {"avg_pressure": avg_pressure, "avg_battery_soc": avg_soc, "calculation_method": method},
+        "lifetime_averages": {
+            "avg_pressure": avg_pressure,
+            "avg_battery_soc": avg_soc,
+            "calculation_method": method,
+        },
         "last_updated": iso_ms(now),
         "data_source": "database",
     }

@@ -36,7 +36,8 @@ def is_active(pump: Pump, now: datetime) -> bool:
 
 
 def listing_status(pump: Pump, now: datetime) -> str:
-    """Choice: never-seen pumps say "never_seen", inactive ones "offline", else the reported status."""
+    """Choice: never-seen pumps say "never_seen", inactive ones "offline", else the reported
+    status ("running" | "idle")."""
     if pump.last_seen is None:
         return "never_seen"
     if not is_active(pump, now):

@@ -1,0 +1,45 @@
+# Every target that needs Python creates the virtual environment first, so a fresh clone needs
+# only python3 (>= 3.11) and make.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo run models status test lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools
+
+demo: $(STAMP)  ## emulated portal -> local DuckDB file, then print what was loaded
+	$(PY) -m tests.demo
+
+run: $(STAMP)  ## the real job: the portal in .dlt/ or the environment -> the configured destination
+	$(PY) -m pipelines.cli run $(ARGS)
+
+models: $(STAMP)  ## (re)build the sql/ models on the configured destination
+	$(PY) -m pipelines.cli models
+
+status: $(STAMP)  ## last runs and data freshness (non-zero exit when stale)
+	$(PY) -m pipelines.cli status $(ARGS)
+
+test: $(STAMP)  ## the whole test suite
+	$(PY) -m pytest -q
+
+lint: $(STAMP)  ## ruff check and format check
+	$(PY) -m ruff check pipelines tests
+	$(PY) -m ruff format --check pipelines tests
+
+bench: $(STAMP)  ## benchmark scenarios against the emulator; writes bench/RESULTS.md
+	$(PY) -m tests.bench
+
+clean:  ## remove the virtual environment and local demo/test output
+	rm -rf $(VENV) var .pytest_cache .ruff_cache
