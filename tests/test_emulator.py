@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
@@ -19,7 +20,14 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.portal_emulator import ACTIVE_WINDOW, Fleet, PortalEmulator, RateLimit, RequestInfo
+from tests.portal_emulator import (
+    ACTIVE_WINDOW,
+    Fleet,
+    PortalEmulator,
+    RateLimit,
+    RequestInfo,
+    iso_ms,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 ISO_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -34,7 +42,9 @@ TEMPLATE_PATHS = {
 
 
 # ----------------------------------------------------------------------------- helpers
-def call(emu: PortalEmulator, path: str, key: str | None = "full", **params: Any) -> requests.Response:
+def call(
+    emu: PortalEmulator, path: str, key: str | None = "full", **params: Any
+) -> requests.Response:
     """GET ``path``; ``key`` is a key role name, a raw header value via ``raw:``, or None."""
     headers = {}
     if key is not None:
@@ -98,8 +108,11 @@ def test_generate_every_pump_has_a_user_and_some_are_shared() -> None:
     assert all(1 <= len(users) <= 2 for users in holders.values())
     shared = [users for users in holders.values() if len(users) == 2]
     assert 30 <= len(shared) <= 90  # about 20% of 300
-    assert all(sorted(u.pumps[pid] for u in users) == [False, True]
-               for pid, users in holders.items() if len(users) == 2)
+    assert all(
+        sorted(u.pumps[pid] for u in users) == [False, True]
+        for pid, users in holders.items()
+        if len(users) == 2
+    )
 
 
 def test_generate_omitted_keys_present_in_fleet() -> None:
@@ -117,8 +130,15 @@ def test_keys_shape_and_determinism() -> None:
     one = PortalEmulator(Fleet.generate(pumps=5, seed=7)).keys.as_dict()
     two = PortalEmulator(Fleet.generate(pumps=5, seed=7)).keys.as_dict()
     assert one == two
-    assert set(one) == {"full", "pumps_only", "stats_only", "revoked", "no_users", "broken",
-                        "no_scope"}
+    assert set(one) == {
+        "full",
+        "pumps_only",
+        "stats_only",
+        "revoked",
+        "no_users",
+        "broken",
+        "no_scope",
+    }
     assert all(re.fullmatch(r"pcv_[0-9a-f]{32}", value) for value in one.values())
     assert len(set(one.values())) == 7
 
@@ -131,17 +151,31 @@ def test_pumps_rows_match_fleet_truth(shared: PortalEmulator) -> None:
     assert body["api_version"] == "1"
     assert response.headers["X-Request-ID"].startswith("req_")
     fleet = shared.fleet
-    assert body["controllers"] == [fleet.listing_row(pid, shared.now)
-                                   for pid in fleet.pump_ids()[:100]]
+    assert body["controllers"] == [
+        fleet.listing_row(pid, shared.now) for pid in fleet.pump_ids()[:100]
+    ]
     assert body["statistics"] == fleet.statistics(shared.now)
 
 
 def test_pumps_row_shape_follows_reference(shared: PortalEmulator) -> None:
     row = call(shared, "/v1/pumps", limit=1).json()["controllers"][0]
-    assert list(row) == ["pump_id", "custom_name", "is_owner", "last_seen", "last_heartbeat",
-                         "installation", "pump", "battery", "communication_method",
-                         "current_pressure", "active_alarms_count", "highest_alarm_level",
-                         "total_sessions", "uptime", "profile"]
+    assert list(row) == [
+        "pump_id",
+        "custom_name",
+        "is_owner",
+        "last_seen",
+        "last_heartbeat",
+        "installation",
+        "pump",
+        "battery",
+        "communication_method",
+        "current_pressure",
+        "active_alarms_count",
+        "highest_alarm_level",
+        "total_sessions",
+        "uptime",
+        "profile",
+    ]
     assert ISO_MS.fullmatch(row["last_seen"]) and ISO_MS.fullmatch(row["last_heartbeat"])
     assert set(row["installation"]) == {"installation_name", "location_name", "lat", "lon"}
     assert set(row["pump"]) == {"status", "total_water_delivered", "running"}
@@ -169,15 +203,27 @@ def test_pumps_omitted_keys_and_string_numbers(shared: PortalEmulator) -> None:
 
 def test_pagination_math_limit_7(shared: PortalEmulator) -> None:
     body = call(shared, "/v1/pumps", page=43, limit=7).json()
-    assert body["pagination"] == {"page": 43, "limit": 7, "total": 300, "pages": 43,
-                                  "has_next": False, "has_prev": True}
+    assert body["pagination"] == {
+        "page": 43,
+        "limit": 7,
+        "total": 300,
+        "pages": 43,
+        "has_next": False,
+        "has_prev": True,
+    }
     assert [r["pump_id"] for r in body["controllers"]] == shared.fleet.pump_ids()[294:]
 
 
 def test_pagination_defaults(shared: PortalEmulator) -> None:
     body = call(shared, "/v1/pumps").json()
-    assert body["pagination"] == {"page": 1, "limit": 50, "total": 300, "pages": 6,
-                                  "has_next": True, "has_prev": False}
+    assert body["pagination"] == {
+        "page": 1,
+        "limit": 50,
+        "total": 300,
+        "pages": 6,
+        "has_next": True,
+        "has_prev": False,
+    }
     assert len(body["controllers"]) == 50
 
 
@@ -194,9 +240,18 @@ def test_pagination_pages_cover_listing_exactly(shared: PortalEmulator) -> None:
 
 @pytest.mark.parametrize(
     ("query", "name"),
-    [("page=0", "page"), ("page=-1", "page"), ("page=abc", "page"), ("page=1.5", "page"),
-     ("page=", "page"), ("page=1&page=2", "page"), ("limit=0", "limit"), ("limit=101", "limit"),
-     ("limit=ten", "limit"), ("limit=%2B5", "limit")],
+    [
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("page=abc", "page"),
+        ("page=1.5", "page"),
+        ("page=", "page"),
+        ("page=1&page=2", "page"),
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=ten", "limit"),
+        ("limit=%2B5", "limit"),
+    ],
 )
 def test_pagination_invalid(shared: PortalEmulator, query: str, name: str) -> None:
     for path in ("/v1/pumps", "/v1/users/101/summary"):
@@ -216,10 +271,16 @@ def test_pagination_max_limit_configurable() -> None:
 # ----------------------------------------------------------------------------- errors / auth
 @pytest.mark.parametrize(
     ("key", "status", "code"),
-    [(None, 401, "unauthorized"), ("raw:Token abc", 401, "unauthorized"),
-     ("raw:Bearer", 401, "unauthorized"), ("raw:Bearer sk_live_123", 401, "unauthorized"),
-     ("raw:Bearer pcv_" + "0" * 32, 401, "invalid_api_key"), ("revoked", 401, "invalid_api_key"),
-     ("broken", 500, "internal_error"), ("no_scope", 403, "insufficient_scope")],
+    [
+        (None, 401, "unauthorized"),
+        ("raw:Token abc", 401, "unauthorized"),
+        ("raw:Bearer", 401, "unauthorized"),
+        ("raw:Bearer sk_live_123", 401, "unauthorized"),
+        ("raw:Bearer pcv_" + "0" * 32, 401, "invalid_api_key"),
+        ("revoked", 401, "invalid_api_key"),
+        ("broken", 500, "internal_error"),
+        ("no_scope", 403, "insufficient_scope"),
+    ],
 )
 def test_auth_errors_on_every_endpoint(
     shared: PortalEmulator, key: str | None, status: int, code: str
@@ -230,7 +291,9 @@ def test_auth_errors_on_every_endpoint(
 
 
 def test_auth_broken_message(shared: PortalEmulator) -> None:
-    assert call(shared, "/v1/stats", key="broken").json()["error"]["message"] == "Auth lookup failed"
+    assert (
+        call(shared, "/v1/stats", key="broken").json()["error"]["message"] == "Auth lookup failed"
+    )
 
 
 def test_error_body_request_id_matches_header(shared: PortalEmulator) -> None:
@@ -249,17 +312,27 @@ def test_unknown_paths_not_found(shared: PortalEmulator) -> None:
     for path in ("/v1/nope", "/v1/pumps/pump-001/other", "/v2/pumps", "/"):
         response = call(shared, path)
         assert (response.status_code, error_code(response)) == (404, "not_found"), path
-    post = requests.post(shared.url + "/v1/pumps", timeout=5,
-                         headers={"Authorization": f"Bearer {shared.keys.full}"})
+    post = requests.post(
+        shared.url + "/v1/pumps", timeout=5, headers={"Authorization": f"Bearer {shared.keys.full}"}
+    )
     assert (post.status_code, error_code(post)) == (404, "not_found")
 
 
 @pytest.mark.parametrize(
     ("key", "allowed"),
-    [("pumps_only", {"/v1/pumps", "/v1/users/:userId/summary", "/v1/pumps/:pumpId/metadata",
-                     "/v1/pumps/:pumpId/summary"}),
-     ("stats_only", {"/v1/stats", "/v1/delegated-users"}),
-     ("full", set(TEMPLATE_PATHS))],
+    [
+        (
+            "pumps_only",
+            {
+                "/v1/pumps",
+                "/v1/users/:userId/summary",
+                "/v1/pumps/:pumpId/metadata",
+                "/v1/pumps/:pumpId/summary",
+            },
+        ),
+        ("stats_only", {"/v1/stats", "/v1/delegated-users"}),
+        ("full", set(TEMPLATE_PATHS)),
+    ],
 )
 def test_scopes_per_endpoint(shared: PortalEmulator, key: str, allowed: set[str]) -> None:
     for template, path in TEMPLATE_PATHS.items():
@@ -277,12 +350,24 @@ def test_no_users_integration(shared: PortalEmulator) -> None:
     for path in ("/v1/pumps/pump-001/metadata", "/v1/pumps/pump-001/summary"):
         response = call(shared, path, key="no_users")
         assert (response.status_code, error_code(response)) == (403, "forbidden")
-    zero = {"total_controllers": 0, "active_controllers": 0, "offline_controllers": 0,
-            "total_water_delivered": 0.0, "average_battery_soc": None, "wireguard_connections": 0}
+    zero = {
+        "total_controllers": 0,
+        "active_controllers": 0,
+        "offline_controllers": 0,
+        "total_water_delivered": 0.0,
+        "average_battery_soc": None,
+        "wireguard_connections": 0,
+    }
     listing = call(shared, "/v1/pumps", key="no_users").json()
     assert listing["controllers"] == [] and listing["statistics"] == zero
-    assert listing["pagination"] == {"page": 1, "limit": 50, "total": 0, "pages": 0,
-                                     "has_next": False, "has_prev": False}
+    assert listing["pagination"] == {
+        "page": 1,
+        "limit": 50,
+        "total": 0,
+        "pages": 0,
+        "has_next": False,
+        "has_prev": False,
+    }
     assert call(shared, "/v1/stats", key="no_users").json()["statistics"] == zero
 
 
@@ -315,18 +400,23 @@ def test_user_summary_body(shared: PortalEmulator) -> None:
     assert body["user_id"] == 101 and body["name"] == fleet.users[101].name
     assert body["statistics"] == fleet.statistics(shared.now, mine)
     assert [r["pump_id"] for r in body["controllers"]] == mine
-    assert [r["is_owner"] for r in body["controllers"]] == [int(fleet.users[101].pumps[p])
-                                                            for p in mine]
+    assert [r["is_owner"] for r in body["controllers"]] == [
+        int(fleet.users[101].pumps[p]) for p in mine
+    ]
     assert body["controllers"][0] == fleet.user_row(101, mine[0], shared.now)
     assert body["pagination"]["total"] == len(mine)
 
 
 def test_user_summary_shared_pump_is_owner_differs(shared: PortalEmulator) -> None:
     fleet = shared.fleet
-    uid, pid = next((u.user_id, p) for u in fleet.users.values()
-                    for p, own in u.pumps.items() if not own)
-    row = next(r for r in call(shared, f"/v1/users/{uid}/summary", limit=100).json()["controllers"]
-               if r["pump_id"] == pid)
+    uid, pid = next(
+        (u.user_id, p) for u in fleet.users.values() for p, own in u.pumps.items() if not own
+    )
+    row = next(
+        r
+        for r in call(shared, f"/v1/users/{uid}/summary", limit=100).json()["controllers"]
+        if r["pump_id"] == pid
+    )
     assert row["is_owner"] == 0
 
 
@@ -347,9 +437,13 @@ def test_user_summary_inactive_user_forbidden_but_listed(emu: PortalEmulator) ->
 
 # ----------------------------------------------------------------------------- details
 def test_metadata_body(shared: PortalEmulator) -> None:
-    pid = next(p for p, pump in shared.fleet.pumps.items()
-               if pump.installation is not None and pump.last_seen is not None
-               and not pump.numbers_as_strings)
+    pid = next(
+        p
+        for p, pump in shared.fleet.pumps.items()
+        if pump.installation is not None
+        and pump.last_seen is not None
+        and not pump.numbers_as_strings
+    )
     pump = shared.fleet.pumps[pid]
     body = call(shared, f"/v1/pumps/{pid}/metadata").json()
     assert body == {
@@ -361,11 +455,10 @@ def test_metadata_body(shared: PortalEmulator) -> None:
             "location_name": pump.installation["location_name"],
             "latitude": pump.installation["lat"],
             "longitude": pump.installation["lon"],
-            "last_seen": body["metadata"]["last_seen"],
+            "last_seen": iso_ms(pump.last_seen),
             "total_water_delivered": pump.total_water_delivered,
         },
     }
-    assert ISO_MS.fullmatch(body["metadata"]["last_seen"])
 
 
 def test_metadata_never_seen_not_found(shared: PortalEmulator) -> None:
@@ -406,19 +499,40 @@ def test_summary_shape(shared: PortalEmulator) -> None:
     fleet = shared.fleet
     pid = next(p for p, pump in fleet.pumps.items() if pump.alarms and pump.history_days == 7)
     body = call(shared, f"/v1/pumps/{pid}/summary").json()
-    assert list(body) == ["api_version", "pump_id", "metadata", "live_data", "today",
-                          "recent_alarms", "week_trends", "total_average_water",
-                          "lifetime_averages", "last_updated", "data_source"]
+    assert list(body) == [
+        "api_version",
+        "pump_id",
+        "metadata",
+        "live_data",
+        "today",
+        "recent_alarms",
+        "week_trends",
+        "total_average_water",
+        "lifetime_averages",
+        "last_updated",
+        "data_source",
+    ]
     alarms = body["recent_alarms"]
     assert 1 <= alarms["count"] == len(alarms["alarms"]) <= 3
     assert alarms["critical"] + alarms["warning"] == alarms["count"]
     assert alarms["count"] == fleet.listing_row(pid, shared.now)["active_alarms_count"]
-    assert set(alarms["alarms"][0]) == {"alarm_id", "code", "level", "message", "raised_at",
-                                        "cleared_at"}
+    assert set(alarms["alarms"][0]) == {
+        "alarm_id",
+        "code",
+        "level",
+        "message",
+        "raised_at",
+        "cleared_at",
+    }
     week = body["week_trends"]
     assert len(week["daily_summaries"]) == 7
-    assert set(week["daily_summaries"][0]) == {"date", "water_delivered", "avg_pressure",
-                                               "avg_battery_soc", "snapshot_count"}
+    assert set(week["daily_summaries"][0]) == {
+        "date",
+        "water_delivered",
+        "avg_pressure",
+        "avg_battery_soc",
+        "snapshot_count",
+    }
     assert week["daily_summaries"][-1]["date"] == "2025-03-19"
     assert isinstance(week["total_water_delivered"], str)
     assert isinstance(week["avg_uptime"], str)
@@ -433,8 +547,9 @@ def test_summary_no_alarms_and_placeholder(shared: PortalEmulator) -> None:
     quiet = next(p for p, pump in fleet.pumps.items() if pump.last_seen and not pump.alarms)
     body = call(shared, f"/v1/pumps/{quiet}/summary").json()
     assert body["recent_alarms"] == {"count": 0, "critical": 0, "warning": 0, "alarms": []}
-    placeholder = next(p for p, pump in fleet.pumps.items()
-                       if pump.last_seen and pump.placeholder_last_updated)
+    placeholder = next(
+        p for p, pump in fleet.pumps.items() if pump.last_seen and pump.placeholder_last_updated
+    )
     live = call(shared, f"/v1/pumps/{placeholder}/summary").json()["live_data"]
     assert live["last_updated"] == "…"
 
@@ -456,8 +571,11 @@ def test_advance_moves_pumps_offline(emu: PortalEmulator) -> None:
 
 
 def test_report_updates_row_and_totals(emu: PortalEmulator) -> None:
-    pid = next(p for p, pump in emu.fleet.pumps.items()
-               if pump.last_seen and pump.battery and not pump.numbers_as_strings)
+    pid = next(
+        p
+        for p, pump in emu.fleet.pumps.items()
+        if pump.last_seen and pump.battery and not pump.numbers_as_strings
+    )
     pump = emu.fleet.pumps[pid]
     water, sessions, uptime = pump.total_water_delivered, pump.total_sessions, pump.uptime
     elapsed = int((emu.now + timedelta(hours=1) - pump.last_seen).total_seconds())
@@ -475,8 +593,11 @@ def test_report_updates_row_and_totals(emu: PortalEmulator) -> None:
 
 
 def all_rows(emu: PortalEmulator) -> list[dict[str, Any]]:
-    return [row for page in (1, 2, 3)
-            for row in call(emu, "/v1/pumps", page=page, limit=100).json()["controllers"]]
+    return [
+        row
+        for page in (1, 2, 3)
+        for row in call(emu, "/v1/pumps", page=page, limit=100).json()["controllers"]
+    ]
 
 
 def test_report_default_water_deterministic() -> None:
@@ -490,7 +611,9 @@ def test_report_default_water_deterministic() -> None:
 
 
 def test_report_moves_battery_and_pressure(emu: PortalEmulator) -> None:
-    pid = next(p for p, pump in emu.fleet.pumps.items() if pump.battery)
+    pid = next(
+        p for p, pump in emu.fleet.pumps.items() if pump.battery and 10 < pump.battery["soc"] < 90
+    )
     pump = emu.fleet.pumps[pid]
     before = (dict(pump.battery), pump.current_pressure)
     emu.report([pid])
@@ -517,13 +640,16 @@ def test_set_last_seen_counter_reboot(emu: PortalEmulator) -> None:
     assert rows[2]["uptime"] == 0
     emu.advance(600)
     emu.report(["pump-003"])
-    assert fleet.pumps["pump-003"].uptime == 0  # first report after reboot: nothing elapsed yet?
+    assert fleet.pumps["pump-003"].uptime == 600  # counted from the reboot, not the last report
 
 
 def test_set_last_seen_backwards_is_offline(emu: PortalEmulator) -> None:
     active = call(emu, "/v1/stats").json()["statistics"]["active_controllers"]
-    pid = next(p for p in emu.fleet.pump_ids()
-               if emu.fleet.listing_row(p, emu.now)["pump"]["status"] in ("running", "idle"))
+    pid = next(
+        p
+        for p in emu.fleet.pump_ids()
+        if emu.fleet.listing_row(p, emu.now)["pump"]["status"] in ("running", "idle")
+    )
     emu.fleet.set_last_seen(pid, emu.now - timedelta(days=400))
     assert call(emu, "/v1/stats").json()["statistics"]["active_controllers"] == active - 1
     assert emu.fleet.listing_row(pid, emu.now)["last_seen"].startswith("2024-02-14")
@@ -594,11 +720,19 @@ def test_counts_and_records(emu: PortalEmulator) -> None:
     call(emu, "/v1/pumps/pump-001/metadata", key="revoked")
     call(emu, "/v1/nothing")
     assert emu.counts == {"/v1/pumps": 1, "/v1/pumps/:pumpId/metadata": 1, "other": 1}
-    assert emu.status_counts == {("/v1/pumps", 200): 1, ("/v1/pumps/:pumpId/metadata", 401): 1,
-                                 ("other", 404): 1}
+    assert emu.status_counts == {
+        ("/v1/pumps", 200): 1,
+        ("/v1/pumps/:pumpId/metadata", 401): 1,
+        ("other", 404): 1,
+    }
     first, second, _ = emu.requests
     assert (first.method, first.path, first.query, first.status, first.key_name) == (
-        "GET", "/v1/pumps", {"page": "2", "limit": "5"}, 200, "full")
+        "GET",
+        "/v1/pumps",
+        {"page": "2", "limit": "5"},
+        200,
+        "full",
+    )
     assert second.key_name == "revoked" and second.request_id.startswith("req_")
     emu.reset_counts()
     assert not emu.counts and not emu.status_counts and emu.requests == []
@@ -671,13 +805,15 @@ def test_rate_limit_429_with_retry_after() -> None:
     with PortalEmulator(Fleet.generate(pumps=10, seed=1), rate_limit=limit) as emu:
         session = requests.Session()
         headers = {"Authorization": f"Bearer {emu.keys.full}"}
-        responses = [session.get(emu.url + "/v1/stats", headers=headers, timeout=5)
-                     for _ in range(8)]
+        responses = [
+            session.get(emu.url + "/v1/stats", headers=headers, timeout=5) for _ in range(8)
+        ]
         limited = [r for r in responses if r.status_code == 429]
         assert [r.status_code for r in responses].count(200) == 5
         assert len(limited) == 3
-        assert all(error_code(r) == "rate_limited" and r.headers["Retry-After"] == "1"
-                   for r in limited)
+        assert all(
+            error_code(r) == "rate_limited" and r.headers["Retry-After"] == "1" for r in limited
+        )
         assert emu.rate_limited_per_window == {0: 3}
         time.sleep(0.5)
         assert session.get(emu.url + "/v1/stats", headers=headers, timeout=5).status_code == 200
@@ -695,13 +831,20 @@ def test_latency_overlaps_concurrent_requests() -> None:
 
 
 def test_keep_alive_reuses_connection(shared: PortalEmulator) -> None:
-    session = requests.Session()
+    host, port = shared.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
     headers = {"Authorization": f"Bearer {shared.keys.full}"}
-    first = session.get(shared.url + "/v1/stats", headers=headers, timeout=5)
-    sock = first.raw._connection.sock  # type: ignore[attr-defined]
-    second = session.get(shared.url + "/v1/stats", headers=headers, timeout=5)
-    assert "Connection" not in first.headers and first.headers["Content-Length"]
-    assert second.raw._connection.sock is sock  # type: ignore[attr-defined]
+    statuses = []
+    for path in ("/v1/stats", "/v1/pumps/nope/metadata", "/v1/pumps?limit=3"):
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        assert response.getheader("Content-Length") == str(len(response.read()))
+        statuses.append(response.status)
+        if path == "/v1/stats":
+            sock = connection.sock
+        assert connection.sock is sock and not response.will_close
+    connection.close()
+    assert statuses == [200, 403, 200]
 
 
 def test_stop_refuses_connections() -> None:
@@ -738,8 +881,11 @@ def test_concurrent_mutation_is_safe(emu: PortalEmulator) -> None:
     worker.start()
     try:
         with ThreadPoolExecutor(4) as pool:
-            statuses = list(pool.map(lambda p: call(emu, "/v1/pumps", page=p).status_code,
-                                     [1, 2, 3, 4, 5, 6] * 5))
+            statuses = list(
+                pool.map(
+                    lambda p: call(emu, "/v1/pumps", page=p).status_code, [1, 2, 3, 4, 5, 6] * 5
+                )
+            )
     finally:
         stop.set()
         worker.join()
@@ -749,18 +895,38 @@ def test_concurrent_mutation_is_safe(emu: PortalEmulator) -> None:
 
 def test_emulator_does_not_import_pipelines() -> None:
     sources = (ROOT / "tests" / "portal_emulator").glob("*.py")
-    assert not any(re.search(r"^\s*(from|import)\s+pipelines", path.read_text(), re.M)
-                   for path in sources)
+    assert not any(
+        re.search(r"^\s*(from|import)\s+pipelines", path.read_text(), re.M) for path in sources
+    )
 
 
 # ----------------------------------------------------------------------------- CLI
 def test_cli_ready_file_start_and_sigterm(tmp_path: Path) -> None:
     ready = tmp_path / "ready.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.portal_emulator", "--pumps", "40", "--users", "3",
-         "--seed", "7", "--port", "0", "--latency-ms", "0", "--rate-limit", "50/1",
-         "--ready-file", str(ready)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.portal_emulator",
+            "--pumps",
+            "40",
+            "--users",
+            "3",
+            "--seed",
+            "7",
+            "--port",
+            "0",
+            "--latency-ms",
+            "0",
+            "--rate-limit",
+            "50/1",
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 5
@@ -769,8 +935,11 @@ def test_cli_ready_file_start_and_sigterm(tmp_path: Path) -> None:
         info = json.loads(ready.read_text())
         assert info["pid"] == process.pid
         assert set(info["keys"]) >= {"full", "revoked", "broken"}
-        response = requests.get(info["url"] + "/v1/stats", timeout=5,
-                                headers={"Authorization": f"Bearer {info['keys']['full']}"})
+        response = requests.get(
+            info["url"] + "/v1/stats",
+            timeout=5,
+            headers={"Authorization": f"Bearer {info['keys']['full']}"},
+        )
         assert response.json()["statistics"]["total_controllers"] == 40
         process.send_signal(signal.SIGTERM)
         out, _ = process.communicate(timeout=5)

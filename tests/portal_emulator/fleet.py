@@ -92,20 +92,23 @@ class Fleet:
     def _refresh_order(self) -> None:
         if self._built_order_version == self._order_version:
             return
-        held: dict[str, bool] = {}
-        for user in self.users.values():
+        holders: dict[str, list[int]] = {}
+        owned: set[str] = set()
+        for uid, user in self.users.items():
             for pump_id, is_owner in user.pumps.items():
-                held[pump_id] = held.get(pump_id, False) or is_owner
+                holders.setdefault(pump_id, []).append(uid)
+                if is_owner:
+                    owned.add(pump_id)
         removed = self._removed
-        visible = [pid for pid in self._order if pid in held and pid not in removed]
-        position = {pid: index for index, pid in enumerate(visible)}
+        visible = [pid for pid in self._order if pid in holders and pid not in removed]
+        per_user: dict[int, list[str]] = {uid: [] for uid in self.users}
+        for pump_id in visible:  # one pass keeps every user's list in listing order, no sorting
+            for uid in holders[pump_id]:
+                per_user[uid].append(pump_id)
         self._visible = visible
         self._visible_set = set(visible)
-        self._owned = {pid for pid, owned in held.items() if owned}
-        self._user_visible = {
-            uid: sorted((pid for pid in user.pumps if pid in position), key=position.__getitem__)
-            for uid, user in self.users.items()
-        }
+        self._owned = owned
+        self._user_visible = per_user
         self._built_order_version = self._order_version
 
     def _cached(self, now: datetime, key: Any, compute: Callable[[], Any]) -> Any:
@@ -326,8 +329,11 @@ class Fleet:
             self._touch(pump_id=pump_id)
 
     def reboot(self, pump_id: str) -> None:
+        """Uptime drops to 0 now and grows again from this moment on later reports."""
         with self.lock:
-            self.pumps[pump_id].uptime = 0
+            pump = self.pumps[pump_id]
+            pump.uptime = 0
+            pump.rebooted_at = self.clock.now
             self._touch(pump_id=pump_id)
 
     def move_pump(
@@ -372,8 +378,10 @@ class Fleet:
         if pump.last_seen is None:
             # First report of a never-seen pump: from now on it has persisted metadata/summary.
             self.missing_detail_pumps.discard(pump.pump_id)
-        elif now > pump.last_seen:
-            pump.uptime += int((now - pump.last_seen) / timedelta(seconds=1))
+        since = pump.rebooted_at or pump.last_seen
+        if since is not None and now > since:
+            pump.uptime += int((now - since) / timedelta(seconds=1))
+        pump.rebooted_at = None
         pump.last_seen = pump.last_heartbeat = now
         pump.total_water_delivered = round(pump.total_water_delivered + amount, 1)
         pump.total_sessions += 1

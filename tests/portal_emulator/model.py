@@ -64,6 +64,7 @@ class Pump:
     today_water: float = 0.0
     today_snapshots: int = 0
     metadata_extra: dict[str, Any] = field(default_factory=dict)
+    rebooted_at: datetime | None = None  # uptime counts from here (not last_seen) after a reboot
 
     @property
     def active_alarms_count(self) -> int:
