@@ -47,12 +47,16 @@ def make_pipeline(
     destination: Any = None,
     dataset_name: str | None = None,
     pipelines_dir: str | None = None,
-    progress: Any = "log",
+    progress: Any = None,
 ) -> dlt.Pipeline:
     """The `pump_portal` pipeline; destination and dataset come from configuration by default
     (`[pipelines.pump_portal] destination_type` / `dataset_name`; DuckDB and `pump_portal`
     if unset).
     """
+    if progress is None:
+        progress = dlt.progress.log(log_period=10.0, dump_system_stats=False)
+    elif progress is False:
+        progress = None
     kwargs: dict[str, Any] = {"pipeline_name": PIPELINE_NAME, "progress": progress}
     if destination is not None:
         kwargs["destination"] = destination

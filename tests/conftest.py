@@ -45,7 +45,7 @@ def pipeline(tmp_path: Path, duckdb_path: Path) -> dlt.Pipeline:
         destination=dlt.destinations.duckdb(str(duckdb_path)),
         dataset_name="pump_portal",
         pipelines_dir=str(tmp_path / "pipelines"),
-        progress=None,
+        progress=False,
     )
 
 

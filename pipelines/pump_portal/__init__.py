@@ -208,6 +208,7 @@ def pump_summaries(sync: FleetSync) -> Iterator[dict[str, Any]]:
         if isinstance(alarms, list):
             for alarm in alarms:
                 if isinstance(alarm, dict):
+                    _drop_nulls(alarm)
                     # The reference leaves the alarm's shape open; its content identifies it.
                     alarm["alarm_key"] = records.fingerprint({"pump_id": row["pump_id"], **alarm})
                     alarm["pump_id"] = row["pump_id"]
@@ -215,7 +216,15 @@ def pump_summaries(sync: FleetSync) -> Iterator[dict[str, Any]]:
         if isinstance(days, list):
             for day in days:
                 if isinstance(day, dict):
+                    _drop_nulls(day)
                     day["pump_id"] = row["pump_id"]
         return row
 
     yield from sync.details("pump_summaries", sync.client.pump_summary, to_row)
+
+
+def _drop_nulls(element: dict[str, Any]) -> None:
+    """In list elements of undocumented shape a null says nothing about the column's type; left
+    in, dlt warns on every load that it cannot materialize the column. It appears with a value."""
+    for key in [k for k, v in element.items() if v is None]:
+        del element[key]

@@ -7,7 +7,7 @@ into the next window together. Here every request start goes through one `Reques
   window of request starts, which keeps every fixed server window at or under the budget too;
 - a 429 pauses the whole client until its `Retry-After` has passed, once, for all workers;
 - without a configured budget, the pacer learns one from the 429s: the requests that went through
-  between the end of the last pause and the 429 are what the window holds.
+  between the end of one pause and the next 429 are what the window holds.
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
+
+# A learned budget below this is more likely a stray 429 than the portal's real limit.
+MIN_LEARNED_BUDGET = 5
 
 
 class RequestPacer:
@@ -43,7 +46,8 @@ class RequestPacer:
         self._lock = threading.Lock()
         self._starts: collections.deque[float] = collections.deque()
         self._paused_until = 0.0
-        self._resumed_at = clock()
+        self._last_reset: float | None = None
+        self._longest_retry_after = 0.0
         self._started_since_resume = 0
         self.waited_seconds = 0.0
         self.pauses = 0
@@ -77,21 +81,32 @@ class RequestPacer:
             waited += delay
 
     def rate_limited(self, retry_after: float) -> None:
-        """A 429 arrived: every worker waits until `retry_after` seconds from now."""
+        """A 429 arrived: every worker waits until `retry_after` seconds from now.
+
+        Learning needs two consecutive windows: the first 429 only tells when a window ends; a
+        429 in the window that opened then tells how many requests that window held (at least
+        `MIN_LEARNED_BUDGET`, so a stray 429 cannot throttle the run to a crawl).
+        """
         with self._lock:
             now = self._clock()
             until = now + retry_after
             if until <= self._paused_until:
                 return  # another worker's 429 of the same window already paused everyone
-            first_of_window = self._paused_until <= now
-            self._paused_until = until
             self.pauses += 1
-            if self._learn and first_of_window:
-                # Requests that went through since the window opened (this one failed).
-                capacity = max(1, self._started_since_resume - 1)
-                window = max(until - self._resumed_at, 0.001)
-                if self._budget is None or capacity < self._budget:
-                    self._budget, self._window = capacity, window
-                    logger.info("learned rate limit: %d requests per %.2f s", capacity, window)
-            self._resumed_at = until
+            admitted = self._started_since_resume - 1  # this request was not admitted
+            # Retry-After never exceeds the window, so the longest one seen bounds it from below;
+            # a 429 later than that after the last reset is not in the window that reset opened.
+            self._longest_retry_after = max(self._longest_retry_after, retry_after)
+            if (
+                self._learn
+                and self._last_reset is not None
+                and self._last_reset <= now <= self._last_reset + self._longest_retry_after
+                and admitted >= MIN_LEARNED_BUDGET
+            ):
+                window = max(until - self._last_reset, 0.001)
+                if self._budget is None or admitted < self._budget:
+                    self._budget, self._window = admitted, window
+                    logger.info("learned rate limit: %d requests per %.2f s", admitted, window)
+            self._paused_until = until
+            self._last_reset = until
             self._started_since_resume = 0

@@ -72,8 +72,8 @@ class FaultQueue:
 
 def fault_response(fault: Fault, request_id: str) -> Response:
     """The broken answer. "bad_json" is a 200 whose body is a cut-off JSON document; "html" is an
-    HTML page with ``status`` (e.g. a proxy's 502); "empty" is a 200 with no body; "reset" closes
-    the connection (TCP RST) without any answer."""
+    HTML page with ``status`` (e.g. a proxy's 502, so no X-Request-ID); "empty" is a 200 with no
+    body; "reset" closes the connection (TCP RST) without any answer."""
     if fault.kind == "reset":
         return Response(status=0, reset=True)
     if fault.kind == "empty":

@@ -8,6 +8,7 @@ fleet changed since the previous request.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import threading
 from collections.abc import Callable, Iterable
@@ -48,11 +49,9 @@ class Fleet:
         self._width = 3
         self._version = 0  # bumped by any change; guards the statistics caches
         self._order_version = 0  # bumped by changes to order/visibility/membership
-        self._built_order_version = -1
-        self._visible: list[str] = []
-        self._visible_set: set[str] = set()
-        self._owned: set[str] = set()
-        self._user_visible: dict[int, list[str]] = {}
+        self._holders: dict[str, dict[int, bool]] = {}  # reverse of User.pumps, kept in step
+        self._visible: list[str] | None = None  # None: rebuilt on the next read
+        self._user_visible: dict[int, list[str]] | None = None
         self._cache_stamp: tuple[int, int, datetime] | None = None
         self._cache: dict[Any, Any] = {}
         self._rows = RowCache()
@@ -69,6 +68,7 @@ class Fleet:
         fleet.pumps = made.pumps
         fleet.users = made.users
         fleet._order = made.order
+        fleet._rebuild_holders()
         fleet._next_number = pumps + 1
         fleet._width = id_width(pumps)
         # By default the never-seen pumps have no persisted metadata/summary (404 not_found).
@@ -80,36 +80,46 @@ class Fleet:
         """Call after mutating ``pumps``/``users`` dataclasses directly instead of via methods."""
         with self.lock:
             self._rows.clear()
+            self._rebuild_holders()
+            self._visible = None
             self._touch(order=True)
 
     def _touch(self, order: bool = False, pump_id: str | None = None) -> None:
         self._version += 1
         if order:
             self._order_version += 1
+            self._user_visible = None
         if pump_id is not None:
             self._rows.bump(pump_id)
 
-    def _refresh_order(self) -> None:
-        if self._built_order_version == self._order_version:
-            return
-        holders: dict[str, list[int]] = {}
-        owned: set[str] = set()
+    def _rebuild_holders(self) -> None:
+        holders: dict[str, dict[int, bool]] = {}
         for uid, user in self.users.items():
             for pump_id, is_owner in user.pumps.items():
-                holders.setdefault(pump_id, []).append(uid)
-                if is_owner:
-                    owned.add(pump_id)
-        removed = self._removed
-        visible = [pid for pid in self._order if pid in holders and pid not in removed]
-        per_user: dict[int, list[str]] = {uid: [] for uid in self.users}
-        for pump_id in visible:  # one pass keeps every user's list in listing order, no sorting
-            for uid in holders[pump_id]:
-                per_user[uid].append(pump_id)
-        self._visible = visible
-        self._visible_set = set(visible)
-        self._owned = owned
-        self._user_visible = per_user
-        self._built_order_version = self._order_version
+                holders.setdefault(pump_id, {})[uid] = is_owner
+        self._holders = holders
+
+    def _visible_ids(self) -> list[str]:
+        """The listing order. add_pump/remove_pump patch it in place (a C-speed list insert or
+        remove); other membership changes rebuild it on the next read."""
+        if self._visible is None:
+            holders, removed = self._holders, self._removed
+            self._visible = [pid for pid in self._order if holders.get(pid) and pid not in removed]
+        return self._visible
+
+    def _user_lists(self) -> dict[int, list[str]]:
+        """Every user's visible pumps in listing order, built in one pass (no sorting)."""
+        if self._user_visible is None:
+            per_user: dict[int, list[str]] = {uid: [] for uid in self.users}
+            holders = self._holders
+            for pump_id in self._visible_ids():
+                for uid in holders[pump_id]:
+                    per_user[uid].append(pump_id)
+            self._user_visible = per_user
+        return self._user_visible
+
+    def _is_owned(self, pump_id: str) -> bool:
+        return any(self._holders.get(pump_id, {}).values())
 
     def _cached(self, now: datetime, key: Any, compute: Callable[[], Any]) -> Any:
         stamp = (self._version, self._order_version, now)
@@ -124,8 +134,7 @@ class Fleet:
     def pump_ids(self) -> list[str]:
         """Visible pump ids in listing order."""
         with self.lock:
-            self._refresh_order()
-            return list(self._visible)
+            return list(self._visible_ids())
 
     def user_ids(self) -> list[int]:
         """Delegated user ids in the order /v1/delegated-users lists them."""
@@ -135,13 +144,15 @@ class Fleet:
     def user_pump_ids(self, user_id: int) -> list[str]:
         """That user's visible pump ids, in listing order."""
         with self.lock:
-            self._refresh_order()
-            return list(self._user_visible[user_id])
+            return list(self._user_lists()[user_id])
 
     def is_visible(self, pump_id: str) -> bool:
         with self.lock:
-            self._refresh_order()
-            return pump_id in self._visible_set
+            return (
+                pump_id in self.pumps
+                and bool(self._holders.get(pump_id))
+                and pump_id not in self._removed
+            )
 
     def statistics(self, now: datetime, pump_ids: Iterable[str] | None = None) -> dict[str, Any]:
         """The API statistics object, fleet-wide (visible pumps) or for the given pump ids."""
@@ -153,8 +164,7 @@ class Fleet:
     def listing_row(self, pump_id: str, now: datetime) -> dict[str, Any]:
         """The GET /v1/pumps row: is_owner is 1 when any delegated user owns the pump."""
         with self.lock:
-            self._refresh_order()
-            return render.listing_row(self.pumps[pump_id], pump_id in self._owned, now)
+            return render.listing_row(self.pumps[pump_id], self._is_owned(pump_id), now)
 
     def user_row(self, user_id: int, pump_id: str, now: datetime) -> dict[str, Any]:
         """The GET /v1/users/:userId/summary row: is_owner is that user's ownership."""
@@ -174,18 +184,15 @@ class Fleet:
     def fleet_statistics(self, now: datetime) -> dict[str, Any]:
         """Cached fleet-wide statistics; the returned dict is shared, do not mutate it."""
         with self.lock:
-            self._refresh_order()
+            ids = self._visible_ids()
             return self._cached(
-                now,
-                "fleet",
-                lambda: render.statistics(map(self.pumps.__getitem__, self._visible), now),
+                now, "fleet", lambda: render.statistics(map(self.pumps.__getitem__, ids), now)
             )
 
     def user_statistics(self, user_id: int, now: datetime) -> dict[str, Any]:
         """Cached statistics of one user's visible pumps; shared, do not mutate."""
         with self.lock:
-            self._refresh_order()
-            ids = self._user_visible[user_id]
+            ids = self._user_lists()[user_id]
             return self._cached(
                 now,
                 ("user", user_id),
@@ -198,16 +205,15 @@ class Fleet:
         """JSON-encoded rows of one page (slice first, render only the slice; rows are cached)
         and the total item count. ``user_id``: that user's view, with that user's is_owner."""
         with self.lock:
-            self._refresh_order()
             encode = self._rows.encoded_row
             pumps = self.pumps
             if user_id is None:
-                ids = self._visible
-                owned = self._owned
+                ids = self._visible_ids()
+                owned = self._is_owned
                 chosen = ids[offset : offset + limit]
-                rows = [encode(pumps[pid], pid in owned, now) for pid in chosen]
+                rows = [encode(pumps[pid], owned(pid), now) for pid in chosen]
             else:
-                ids = self._user_visible[user_id]
+                ids = self._user_lists()[user_id]
                 mine = self.users[user_id].pumps
                 chosen = ids[offset : offset + limit]
                 rows = [encode(pumps[pid], mine[pid], now) for pid in chosen]
@@ -243,9 +249,9 @@ class Fleet:
         owner_user_id: int | None = None,
         position: int | None = 0,
     ) -> str:
-        """Insert a freshly seen pump before the visible pump at ``position`` (None or past the end:
-        append). ``owner_user_id`` defaults to the first of ``user_ids``; an id not among them means
-        the pump is owned outside the integration (is_owner 0 for everyone)."""
+        """Insert a freshly seen pump before the visible pump at ``position`` (clamped to the
+        listing; None: append). ``owner_user_id`` defaults to the first of ``user_ids``; an id not
+        among them means the pump is owned outside the integration (is_owner 0 for everyone)."""
         with self.lock:
             users = list(user_ids)
             for uid in users:
@@ -260,14 +266,17 @@ class Fleet:
                 raise ValueError(f"pump {pump_id} already exists")
             owner = owner_user_id if owner_user_id is not None else (users[0] if users else None)
             self.pumps[pump_id] = self._new_pump(pump_id)
-            self._refresh_order()
-            if position is None or position >= len(self._visible):
+            visible = self._visible_ids()
+            index = len(visible) if position is None else min(max(0, position), len(visible))
+            if index == len(visible):
                 self._order.append(pump_id)
             else:
-                anchor = self._visible[max(0, position)]
-                self._order.insert(self._order.index(anchor), pump_id)
+                self._order.insert(self._order.index(visible[index]), pump_id)
             for uid in users:
                 self.users[uid].pumps[pump_id] = uid == owner
+                self._holders.setdefault(pump_id, {})[uid] = uid == owner
+            if users:
+                visible.insert(index, pump_id)
             self._touch(order=True, pump_id=pump_id)
             return pump_id
 
@@ -305,6 +314,9 @@ class Fleet:
         """Gone from every listing, statistic and user view; details answer 403 forbidden."""
         with self.lock:
             self._require(pump_id)
+            if pump_id not in self._removed and self._visible is not None:
+                with contextlib.suppress(ValueError):  # not listed anyway (no delegated user)
+                    self._visible.remove(pump_id)
             self._removed.add(pump_id)
             self._touch(order=True)
 
@@ -313,6 +325,7 @@ class Fleet:
         with self.lock:
             self._require(pump_id)
             self._removed.discard(pump_id)
+            self._visible = None
             self._touch(order=True)
 
     def set_last_seen(self, pump_id: str, moment: datetime | None) -> None:
@@ -348,8 +361,11 @@ class Fleet:
                 if pump_id not in self.users[from_user].pumps:
                     raise ValueError(f"user {from_user} does not see {pump_id}")
                 del self.users[from_user].pumps[pump_id]
+                del self._holders[pump_id][from_user]
             if to_user is not None:
                 self.users[to_user].pumps[pump_id] = is_owner
+                self._holders.setdefault(pump_id, {})[to_user] = is_owner
+            self._visible = None
             self._touch(order=True)
 
     def set_metadata_extra(self, pump_id: str | None = None, **fields: Any) -> None:

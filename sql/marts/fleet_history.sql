@@ -1,0 +1,93 @@
+-- One row per day (in the configured time zone) from the first sync's day: the fleet's statistics
+-- at the day's last sync and the water delivered that day.
+-- materialized: table (water comes from per-pump deltas over every reading; see sql/README.md)
+
+with
+
+days as (
+
+    select * from {{ ref('int_calendar_days') }}
+
+),
+
+snapshots as (
+
+    select * from {{ ref('stg_fleet_snapshots') }}
+
+),
+
+readings as (
+
+    select * from {{ ref('int_controller_readings') }}
+
+),
+
+daily_snapshots as (
+
+    select
+        *,
+        {{ local_date('snapshot_at') }} as day_date,
+        row_number() over (
+            partition by {{ local_date('snapshot_at') }}
+            order by snapshot_at desc
+        ) as recency_in_day
+    from snapshots
+
+),
+
+snapshot_days as (
+
+    select
+        day_date,
+        count(*) as snapshot_count,
+        avg(average_battery_soc) as average_battery_soc
+    from daily_snapshots
+    group by day_date
+
+),
+
+last_snapshots as (
+
+    select *
+    from daily_snapshots
+    where recency_in_day = 1
+
+),
+
+-- Per-pump deltas: a pump joining or leaving the fleet changes the portal's lifetime total,
+-- not the water delivered.
+daily_water as (
+
+    select
+        reading_date as day_date,
+        count(distinct pump_id) as reporting_controllers,
+        sum(water_delivered) as water_delivered
+    from readings
+    group by reading_date
+
+),
+
+final as (
+
+    select
+        days.day_date,
+        coalesce(snapshot_days.snapshot_count, 0) as snapshot_count,
+        last_snapshots.total_controllers,
+        last_snapshots.active_controllers,
+        last_snapshots.offline_controllers,
+        coalesce(daily_water.reporting_controllers, 0) as reporting_controllers,
+        coalesce(daily_water.water_delivered, 0) as water_delivered,
+        snapshot_days.average_battery_soc,
+        last_snapshots.wireguard_connections,
+        last_snapshots.snapshot_at as last_snapshot_at
+    from days
+    left join snapshot_days
+        on days.day_date = snapshot_days.day_date
+    left join last_snapshots
+        on days.day_date = last_snapshots.day_date
+    left join daily_water
+        on days.day_date = daily_water.day_date
+
+)
+
+select * from final
