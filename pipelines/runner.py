@@ -131,6 +131,7 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
         "pumps_listed": report.pumps_listed,
         "listing_complete": report.listing_complete,
         "pumps_changed": report.pumps_changed,
+        "controllers_updated": report.controllers_updated,
         "pumps_vanished": report.pumps_vanished,
         "detail_calls": report.detail_calls,
         "users_listed": report.users_listed,

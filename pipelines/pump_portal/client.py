@@ -79,9 +79,10 @@ class Page:
 class Listing:
     """A paged listing walked to its end; `complete` says every item could have been seen.
 
-    A listing is complete when every page up to `has_next: false` was fetched and the number of
-    distinct ids equals the last `pagination.total`. An offset-paged listing that shifts while it
-    is read may skip or repeat an item; the caller must not treat absence as removal then.
+    A listing is complete when every page up to `has_next: false` was fetched, `pagination.total`
+    stayed the same on every page, and the number of distinct ids equals it. An offset-paged
+    listing that shifts while it is read may skip or repeat an item; the caller must not treat
+    absence as removal then.
     """
 
     pages: int = 0
@@ -171,6 +172,7 @@ class PortalClient:
         """
         number = 1
         seen_ids: set[str] = set()
+        totals: set[int] = set()
         max_pages: int | None = None
         while True:
             body = self.get(path, {"page": number, "limit": self.page_size})
@@ -194,6 +196,7 @@ class PortalClient:
             total = _as_int(pagination.get("total"))
             if total is not None:
                 listing.total = total
+                totals.add(total)
             pages = _as_int(pagination.get("pages"))
             limit = _as_int(pagination.get("limit")) or self.page_size
             if pages is None and total is not None:
@@ -225,7 +228,10 @@ class PortalClient:
                 break
             number += 1
 
-        if listing.total is not None and len(seen_ids) != listing.total:
+        if len(totals) > 1:
+            # An insert and a removal between pages can leave the count right but the set wrong.
+            listing.flag(f"{path}: pagination.total changed while paging ({sorted(totals)})")
+        elif listing.total is not None and len(seen_ids) != listing.total:
             listing.flag(
                 f"{path}: {len(seen_ids)} distinct items seen over {listing.pages} page(s), "
                 f"pagination.total says {listing.total}"

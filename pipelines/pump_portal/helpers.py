@@ -159,7 +159,8 @@ class FleetSync:
                 "controllers listing was not complete, so no pump is marked vanished this run: "
                 + "; ".join(walk.problems)
             )
-        self.report.pumps_changed = len(result.changed)
+        self.report.pumps_changed = len(result.reported)
+        self.report.controllers_updated = len(result.changed)
         return result
 
     def _visibility_row(self, pump_id: str, visible: bool) -> dict[str, Any]:

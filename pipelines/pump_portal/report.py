@@ -32,7 +32,8 @@ class SkippedItem:
 class RunReport:
     run_at: dt.datetime
     pumps_listed: int = 0
-    pumps_changed: int = 0
+    pumps_changed: int = 0  # reported since the last load: last_seen moved (or first seen)
+    controllers_updated: int = 0  # listing rows that differ in any field (status, name, ...)
     pumps_vanished: int = 0
     pumps_returned: int = 0
     listing_complete: bool | None = None
