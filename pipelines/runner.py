@@ -143,12 +143,16 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
         "rate_limit_wait_s": round(stats.rate_limit_wait_seconds, 3) if stats else 0.0,
         "retries": stats.retries if stats else 0,
     }
-    skipped = [item.as_row(run_id, report.run_at) for item in report.skipped]
+    skipped = [
+        {"skip_id": f"{run_id}/{n}", **item.as_row(run_id, report.run_at)}
+        for n, item in enumerate(report.skipped)
+    ]
     resources = [
         dlt.resource(
             [row],
             name="sync_runs",
-            write_disposition="append",
+            write_disposition="merge",
+            primary_key="run_id",
             columns={
                 "run_at": {"data_type": "timestamp"},
                 "started_at": {"data_type": "timestamp"},
@@ -165,7 +169,8 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
         dlt.resource(
             skipped,
             name="skipped_items",
-            write_disposition="append",
+            write_disposition="merge",
+            primary_key="skip_id",
             columns={
                 "run_at": {"data_type": "timestamp"},
                 "item_id": {"data_type": "text"},

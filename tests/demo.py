@@ -23,8 +23,21 @@ DATABASE = DEMO_DIR / "pump_portal_demo.duckdb"
 
 def start_emulator(ready_file: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.portal_emulator", "--pumps", "300", "--users", "12",
-         "--seed", "7", "--port", "0", "--ready-file", str(ready_file)],
+        [
+            sys.executable,
+            "-m",
+            "tests.portal_emulator",
+            "--pumps",
+            "300",
+            "--users",
+            "12",
+            "--seed",
+            "7",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready_file),
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
     )
@@ -88,8 +101,8 @@ def show(database: Path) -> None:
     print(
         "\nexample query:\n"
         f"  duckdb -readonly {database} \\\n"
-        "    \"select pump_id, custom_name, pump__total_water_delivered, battery__soc\n"
-        "     from pump_portal.controllers order by pump__total_water_delivered desc limit 5\""
+        '    "select pump_id, custom_name, pump__total_water_delivered, battery__soc\n'
+        '     from pump_portal.controllers order by pump__total_water_delivered desc limit 5"'
     )
 
 

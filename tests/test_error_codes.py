@@ -81,9 +81,10 @@ def test_403_no_delegated_users_loads_no_users_and_succeeds(emulator, pipeline):
     assert any("no delegated users" in w for w in result.report.warnings)
     assert scalar(pipeline, "select count(*) from fleet_snapshots") == 1
     tables = {r[0] for r in rows(pipeline, "select table_name from information_schema.tables")}
-    assert "delegated_users" not in tables or scalar(
-        pipeline, "select count(*) from delegated_users"
-    ) == 0
+    assert (
+        "delegated_users" not in tables
+        or scalar(pipeline, "select count(*) from delegated_users") == 0
+    )
 
 
 def test_403_insufficient_scope_pumps_only_key(emulator, fleet, pipeline):
@@ -128,8 +129,9 @@ def test_403_forbidden_user_is_skipped_and_recorded(emulator, fleet, pipeline):
 
     assert result.error is None
     skipped = rows(
-        pipeline, "select item_kind, item_id, code, http_status from skipped_items "
-        "where resource = 'user_pump_links'"
+        pipeline,
+        "select item_kind, item_id, code, http_status from skipped_items "
+        "where resource = 'user_pump_links'",
     )
     assert skipped == [("user", str(user_id), "forbidden", 403)]
     assert scalar(pipeline, f"select count(*) from user_pump_links where user_id = {user_id}") == 0

@@ -1,4 +1,4 @@
-"""A full sync of the emulated fleet (300 pumps, 12 users), checked against the emulator's own truth."""
+"""A full sync of the emulated fleet (300 pumps, 12 users), checked against the emulator's truth."""
 
 from __future__ import annotations
 
@@ -27,8 +27,12 @@ def test_full_sync_loads_details_except_404_and_403(emulator, fleet, pipeline):
 
     assert result.outcome == "partial"
     assert len(fleet.missing_detail_pumps) == 18
-    assert [r[0] for r in rows(pipeline, "select pump_id from pump_metadata order by 1")] == expected
-    assert [r[0] for r in rows(pipeline, "select pump_id from pump_summaries order by 1")] == expected
+    assert [
+        r[0] for r in rows(pipeline, "select pump_id from pump_metadata order by 1")
+    ] == expected
+    assert [
+        r[0] for r in rows(pipeline, "select pump_id from pump_summaries order by 1")
+    ] == expected
     skipped = rows(
         pipeline,
         "select code, http_status, count(*), count(distinct item_id), count(request_id) "
@@ -44,9 +48,7 @@ def test_full_sync_loads_details_except_404_and_403(emulator, fleet, pipeline):
         "select item_id, request_id from skipped_items "
         "where code = 'forbidden' and resource = 'pump_metadata' order by item_id limit 1",
     )[0]
-    answered = [
-        r.request_id for r in emulator.requests if r.path == f"/v1/pumps/{pump}/metadata"
-    ]
+    answered = [r.request_id for r in emulator.requests if r.path == f"/v1/pumps/{pump}/metadata"]
     assert answered == [request_id]
 
 
@@ -61,7 +63,9 @@ def test_full_sync_loads_users_links_and_one_snapshot_per_run(emulator, fleet, p
     )
     assert scalar(pipeline, "select count(*) from delegated_user_snapshots") == 24
     expected_links = {
-        (uid, pid, fleet.users[uid].pumps[pid]) for uid in user_ids for pid in fleet.user_pump_ids(uid)
+        (uid, pid, fleet.users[uid].pumps[pid])
+        for uid in user_ids
+        for pid in fleet.user_pump_ids(uid)
     }
     loaded = set(rows(pipeline, "select user_id, pump_id, is_owner from user_pump_links"))
     assert loaded == expected_links
@@ -100,13 +104,14 @@ def test_full_sync_sample_values_match_the_fleet(emulator, fleet, pipeline):
 
     never_seen = [p.pump_id for p in fleet.pumps.values() if p.last_seen is None]
     assert never_seen
-    assert scalar(
-        pipeline, "select count(*) from controllers where last_seen is null"
-    ) == len(never_seen)
+    assert scalar(pipeline, "select count(*) from controllers where last_seen is null") == len(
+        never_seen
+    )
     no_battery = sum(1 for p in fleet.pumps.values() if p.battery is None)
-    assert scalar(
-        pipeline, "select count(*) from controllers where battery__soc is null"
-    ) == no_battery
+    assert (
+        scalar(pipeline, "select count(*) from controllers where battery__soc is null")
+        == no_battery
+    )
 
 
 def test_types_are_declared_and_no_variant_columns(emulator, pipeline):

@@ -87,7 +87,9 @@ def test_listing_shift_insert_ahead_loads_each_pump_exactly_once(emulator, fleet
     assert first.report.listing_complete is False
     assert first.report.pumps_listed == 60
     assert scalar(pipeline, "select count(*) from controllers") == 60
-    assert scalar(pipeline, f"select count(*) from controllers where pump_id = '{inserted[0]}'") == 0
+    assert (
+        scalar(pipeline, f"select count(*) from controllers where pump_id = '{inserted[0]}'") == 0
+    )
 
     second = paged_sync(emulator, pipeline)
 
@@ -103,9 +105,9 @@ def test_listing_shift_removal_ahead_catches_up_next_run(emulator, fleet, pipeli
     removed, skipped_over = order[3], order[PAGE]
 
     def remove_before_page_2(request):
-        if request.template == "/v1/pumps" and request.query.get("page") == "2":
-            if fleet.is_visible(removed):
-                fleet.remove_pump(removed)
+        page_2 = request.template == "/v1/pumps" and request.query.get("page") == "2"
+        if page_2 and fleet.is_visible(removed):
+            fleet.remove_pump(removed)
 
     emulator.on_request(remove_before_page_2)
     first = paged_sync(emulator, pipeline)
@@ -163,13 +165,19 @@ def test_last_seen_backwards_or_missing_still_loads_and_fetches(emulator, fleet,
         r.path.split("/")[3] for r in emulator.requests if r.template in DETAIL_TEMPLATES
     )
     assert requested == sorted([backwards, backwards, missing, missing])
-    assert scalar(
-        pipeline, f"select last_seen from controllers where pump_id = '{backwards}'"
-    ) == earlier
-    assert scalar(pipeline, f"select last_seen from controllers where pump_id = '{missing}'") is None
-    assert scalar(
-        pipeline, f"select count(*) from controller_observations where pump_id = '{backwards}'"
-    ) == 2
+    assert (
+        scalar(pipeline, f"select last_seen from controllers where pump_id = '{backwards}'")
+        == earlier
+    )
+    assert (
+        scalar(pipeline, f"select last_seen from controllers where pump_id = '{missing}'") is None
+    )
+    assert (
+        scalar(
+            pipeline, f"select count(*) from controller_observations where pump_id = '{backwards}'"
+        )
+        == 2
+    )
 
 
 def test_pumps_sharing_one_last_seen_across_a_run_boundary(emulator, fleet, pipeline):
@@ -211,9 +219,12 @@ def test_failed_details_roll_back_state_and_next_run_loads_everything(emulator, 
     assert recovered.report.pumps_changed == 5
     assert detail_requests(emulator) == 10
     for pump in reporting:
-        assert scalar(
-            pipeline, f"select count(*) from controller_observations where pump_id = '{pump}'"
-        ) == 2
+        assert (
+            scalar(
+                pipeline, f"select count(*) from controller_observations where pump_id = '{pump}'"
+            )
+            == 2
+        )
     assert scalar(pipeline, "select count(*) from controllers") == 60
 
 
@@ -234,9 +245,9 @@ def test_links_end_when_a_pump_moves_to_another_user(emulator, fleet, pipeline):
     )
     assert [(u, t) for u, _, t in links if u == giver] == [(giver, moved_at)]
     assert [(u, o, t) for u, o, t in links if u == taker] == [(taker, True, None)]
-    assert scalar(
-        pipeline, "select count(*) from delegated_user_snapshots"
-    ) == 2 * len(fleet.user_ids())
+    assert scalar(pipeline, "select count(*) from delegated_user_snapshots") == 2 * len(
+        fleet.user_ids()
+    )
 
 
 def test_full_refresh_rebuilds_from_scratch(emulator, fleet, pipeline):

@@ -24,15 +24,17 @@ def run_cli_debug(emu, key: str, tmp_path: Path) -> subprocess.CompletedProcess[
     }
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "--log-level", "DEBUG", "run"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def files_containing(folder: Path, needle: bytes) -> list[str]:
     return [
-        str(path)
-        for path in folder.rglob("*")
-        if path.is_file() and needle in path.read_bytes()
+        str(path) for path in folder.rglob("*") if path.is_file() and needle in path.read_bytes()
     ]
 
 

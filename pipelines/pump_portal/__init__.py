@@ -3,6 +3,10 @@ users, user <-> pump links and per-pump details, loaded incrementally on `last_s
 
 Each resource's docstring names its endpoint and how it loads. The decisions (what changed, what
 needs a detail call) live in `helpers.FleetSync`; HTTP lives in `client.PortalClient`.
+
+History tables are merged on their natural key rather than appended: a load killed after the
+destination committed a job but before dlt recorded it replays that job; a merge makes the replay
+a no-op (a crash test caught the duplicate snapshot an append wrote).
 """
 
 from __future__ import annotations
@@ -109,26 +113,28 @@ def controller_observations(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
 
 
 @dlt.resource(
-    write_disposition="append",
+    write_disposition="merge",
+    primary_key=("pump_id", "changed_at"),
     columns=records.column_hints(
         {"pump_id": "text", "changed_at": "timestamp", "is_visible": "bool"}
     ),
 )
 def controller_visibility(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/pumps. Appended when a pump first appears, vanishes from a complete listing, or
+    """GET /v1/pumps. A row when a pump first appears, vanishes from a complete listing, or
     comes back; a pump's latest row says whether the portal still lists it."""
     yield sync.listing().visibility
 
 
 @dlt.resource(
-    write_disposition="append",
+    write_disposition="merge",
+    primary_key="snapshot_at",
     columns=records.column_hints(
         records.STATISTICS_FIELDS, snapshot_at="timestamp", source_endpoint="text"
     ),
 )
 def fleet_snapshots(sync: FleetSync) -> Iterator[dict[str, Any]]:
     """GET /v1/stats (or the `statistics` of GET /v1/pumps for `read:pumps`-only keys).
-    One appended row per run, stamped with the run's time: the fleet history."""
+    One row per run, stamped with the run's time: the fleet history."""
     snapshot = sync.fleet_snapshot()
     if snapshot is not None:
         yield snapshot
@@ -145,11 +151,12 @@ def delegated_users(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
 
 
 @dlt.resource(
-    write_disposition="append",
+    write_disposition="merge",
+    primary_key=("user_id", "snapshot_at"),
     columns=records.column_hints(records.DELEGATED_USER_FIELDS, snapshot_at="timestamp"),
 )
 def delegated_user_snapshots(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/delegated-users. One appended row per user per run: the user history."""
+    """GET /v1/delegated-users. One row per user per run: the user history."""
     yield [{**user, "snapshot_at": sync.run_at} for user in sync.users().users]
 
 
@@ -192,11 +199,12 @@ def pump_metadata(sync: FleetSync) -> Iterator[dict[str, Any]]:
 
 
 @dlt.resource(
-    write_disposition="append",
+    write_disposition="merge",
+    primary_key=("pump_id", "fetched_at"),
     columns=records.column_hints(records.SUMMARY_FIELDS, fetched_at="timestamp", pump_id="text"),
 )
 def pump_summaries(sync: FleetSync) -> Iterator[dict[str, Any]]:
-    """GET /v1/pumps/:pumpId/summary for the same pumps as the metadata. Appended per fetch
+    """GET /v1/pumps/:pumpId/summary for the same pumps as the metadata. One row per fetch
     (history); `recent_alarms.alarms` and `week_trends.daily_summaries` become the child tables
     `pump_summaries__recent_alarms__alarms` and `pump_summaries__week_trends__daily_summaries`."""
 
