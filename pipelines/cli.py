@@ -1,4 +1,4 @@
-"""The command line: `pump-portal run | models` (also `python -m pipelines.cli ...`).
+"""The command line: `pump-portal run | models | status` (also `python -m pipelines.cli ...`).
 
 Reads configuration the dlt way (environment, then .dlt/secrets.toml and .dlt/config.toml),
 runs one cycle, prints a short summary, and maps the outcome to an exit code a scheduler can act on.
@@ -12,7 +12,9 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 
 from .pump_portal.errors import (
@@ -20,8 +22,11 @@ from .pump_portal.errors import (
     InsufficientScope,
     InvalidRequest,
     PortalError,
+    RedirectRefused,
 )
+from .run_lock import RunInProgress, RunLock
 from .runner import SyncResult, describe, make_pipeline, run_sync
+from .warehouse import DestinationLocked, publish, wait_for_write_lock
 
 logger = logging.getLogger("pipelines")
 
@@ -34,6 +39,7 @@ EXIT_DESTINATION = 5  # the warehouse could not be written
 EXIT_LOCKED = 6  # another run of this pipeline is in progress
 EXIT_BAD_REQUEST = 7  # 400 from the portal: a bug or a bad setting
 EXIT_PARTIAL = 10  # loaded, but some items or resources were skipped (see skipped_items)
+EXIT_STALE = 11  # `status`: the data is older than the threshold, or the last run failed
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,6 +55,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("--destination", help="override [pipelines.pump_portal] destination_type")
     run.add_argument("--no-models", action="store_true", help="skip building sql/ models")
     commands.add_parser("models", help="build the sql/ models on the destination")
+    status = commands.add_parser("status", help="last runs and freshness; exit 11 when stale")
+    status.add_argument(
+        "--max-age-minutes",
+        type=float,
+        default=None,
+        help="stale threshold (default [sync] max_staleness_minutes or 60)",
+    )
     args = parser.parse_args(argv)
 
     logging.basicConfig(
@@ -58,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "run":
         return command_run(args)
+    if args.command == "status":
+        from .status import command_status
+
+        return command_status(args)
     return command_models(args)
 
 
@@ -70,10 +87,36 @@ def command_run(args: argparse.Namespace) -> int:
             f"configuration error: {describe(error)}",
             "check [pipelines.pump_portal] in .dlt/config.toml",
         )
-    build = None if args.no_models else _model_builder()
-    result = run_sync(pipeline, full_refresh=args.full_refresh, build_models=build)
-    print_summary(result, pipeline)
-    return exit_for(result)
+    lock = RunLock(Path(pipeline.working_dir) / "run.lock")
+    try:
+        lock.acquire()
+    except RunInProgress as busy:
+        return fail(EXIT_LOCKED, str(busy), f"lock file {busy.path}; it frees when that run exits")
+    try:
+        working = duckdb_file(pipeline)
+        if working is not None:
+            try:
+                wait_for_write_lock(working)
+            except DestinationLocked as locked:
+                return fail(EXIT_DESTINATION, f"destination locked: {locked}", locked.hint)
+        build = None if args.no_models else _model_builder()
+        result = run_sync(pipeline, full_refresh=args.full_refresh, build_models=build)
+        published = None
+        if working is not None and result.error is None:
+            target = dlt.config.get("sync.publish_to", str)
+            if target:
+                published = publish(working, Path(target))
+        print_summary(result, pipeline, published)
+        return exit_for(result)
+    finally:
+        lock.release()
+
+
+def duckdb_file(pipeline: dlt.Pipeline) -> Path | None:
+    """The working DuckDB file, or None for other destinations."""
+    if pipeline.destination is None or pipeline.destination.destination_name != "duckdb":
+        return None
+    return Path(pipeline.destination_client().config.credentials.database)
 
 
 def command_models(args: argparse.Namespace) -> int:
@@ -113,6 +156,8 @@ def exit_for(result: SyncResult) -> int:
             code = EXIT_AUTH
         elif isinstance(error, InvalidRequest):
             code = EXIT_BAD_REQUEST
+        elif isinstance(error, RedirectRefused):
+            code = EXIT_CONFIG
         return fail(code, f"sync failed: {error}", error.hint)
     if isinstance(error, ValueError) and result.failed_step in (None, "extract"):
         return fail(
@@ -136,7 +181,7 @@ def fail(code: int, message: str, hint: str) -> int:
     return code
 
 
-def print_summary(result: SyncResult, pipeline) -> None:  # type: ignore[no-untyped-def]
+def print_summary(result: SyncResult, pipeline, published: Path | None = None) -> None:  # type: ignore[no-untyped-def]
     report = result.report
     stats = report.client_stats
     lines = [
@@ -161,6 +206,8 @@ def print_summary(result: SyncResult, pipeline) -> None:  # type: ignore[no-unty
         lines.append(f"  warning: {warning}")
     if result.models_built:
         lines.append(f"  models built: {', '.join(result.models_built)}")
+    if published is not None:
+        lines.append(f"  published for readers: {published}")
     print("\n".join(lines))
 
 

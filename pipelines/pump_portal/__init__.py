@@ -39,6 +39,7 @@ def pump_portal(
     window_seconds: float = 1.0,
     max_retries: int = settings.DEFAULT_MAX_RETRIES,
     backoff_seconds: float = settings.DEFAULT_BACKOFF_SECONDS,
+    allow_insecure_http: bool = False,
     run_at: Any = None,
     report: Any = None,
 ) -> Sequence[DltResource]:
@@ -58,6 +59,7 @@ def pump_portal(
         max_retries=max_retries,
         backoff_seconds=backoff_seconds,
         pacer=RequestPacer(requests_per_window, window_seconds),
+        allow_insecure_http=allow_insecure_http,
     )
     run_report.client_stats = client.stats
     sync = FleetSync(

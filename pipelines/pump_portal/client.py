@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import email.utils
+import ipaddress
 import logging
 import math
 import random
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -111,10 +112,17 @@ class PortalClient:
         pacer: RequestPacer | None = None,
         pool_size: int = settings.DEFAULT_CONCURRENCY,
         max_retry_after: float = settings.MAX_RETRY_AFTER_SECONDS,
+        allow_insecure_http: bool = False,
     ) -> None:
         parts = urlsplit(base_url.strip())
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be an http(s) origin, got {base_url!r}")
+        if parts.scheme == "http" and not allow_insecure_http and not _is_loopback(parts.hostname):
+            raise ValueError(
+                f"base_url {parts.scheme}://{parts.netloc} is plain HTTP to a remote host: the API "
+                "key would cross the network in clear text. Use https://, or set "
+                "allow_insecure_http = true under [sources.pump_portal] if you really mean it."
+            )
         if not api_key:
             raise ValueError("api_key is empty")
         self.origin = f"{parts.scheme}://{parts.netloc}"
@@ -258,7 +266,7 @@ class PortalClient:
                 self._add_wait(waited)
             self._count(template)
             try:
-                response = self.session.get(url, params=params, timeout=self.timeout)
+                response = self._send(url, params)
             except requests.RequestException as exc:
                 failure: PortalError = PortalUnavailable(
                     self.scrub(f"{type(exc).__name__}: {exc}"), endpoint=endpoint
@@ -303,6 +311,24 @@ class PortalClient:
             )
             time.sleep(delay)
 
+    def _send(self, url: str, params: dict[str, Any] | None) -> requests.Response:
+        """GET that follows redirects only within the portal's origin.
+
+        A redirect elsewhere is answered as an error instead of followed: the key must never
+        reach another origin, not even as a header requests would strip on the way.
+        """
+        response = self.session.get(url, params=params, timeout=self.timeout, allow_redirects=False)
+        for _ in range(5):
+            if not response.is_redirect:
+                return response
+            target = urljoin(response.url, response.headers.get("Location", ""))
+            parts = urlsplit(target)
+            if f"{parts.scheme}://{parts.netloc}" != self.origin:
+                return response
+            response.close()
+            response = self.session.get(target, timeout=self.timeout, allow_redirects=False)
+        return response
+
     def _interpret(self, response: requests.Response, endpoint: str) -> JSON | PortalError:
         request_id = response.headers.get("X-Request-ID")
         try:
@@ -328,8 +354,12 @@ class PortalClient:
             message = response.reason or f"HTTP {response.status_code}"
         request_id = request_id or _as_str(error.get("request_id"))
         cls = error_class_for(response.status_code, code)
-        if not code and response.status_code in (301, 302, 303, 307, 308):
-            message = "redirect not followed (it leaves the portal's origin or scheme)"
+        if not code and response.is_redirect:
+            location = urlsplit(urljoin(response.url, response.headers.get("Location", "")))
+            message = (
+                f"redirected to {location.scheme}://{location.netloc}, another origin; not "
+                f"followed, so the API key stays with {self.origin}"
+            )
         return cls(
             self.scrub(message),
             status=response.status_code,
@@ -383,6 +413,15 @@ def _template(path: str) -> str:
     elif len(parts) == 3 and parts[0] == "users":
         parts[1] = ":userId"
     return settings.API_PREFIX + "/" + "/".join(parts)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _is_transient(error: PortalError) -> bool:

@@ -111,6 +111,12 @@ class PaginationError(PortalError):
     hint = "The portal's pagination was inconsistent; run again, and report the request id."
 
 
+class RedirectRefused(PortalError):
+    """A redirect to another origin, answered as an error so the key never follows it."""
+
+    hint = "Set base_url to the origin the portal really serves the API on (scheme, host, port)."
+
+
 # Maps (status, code) of the reference's error table to the class that represents it.
 _BY_CODE: dict[str, type[PortalError]] = {
     "invalid_pagination": InvalidRequest,
@@ -127,6 +133,11 @@ _BY_CODE: dict[str, type[PortalError]] = {
 
 # An unknown or missing code is classified by its status alone.
 _BY_STATUS: dict[int, type[PortalError]] = {
+    301: RedirectRefused,
+    302: RedirectRefused,
+    303: RedirectRefused,
+    307: RedirectRefused,
+    308: RedirectRefused,
     400: InvalidRequest,
     401: AuthenticationError,
     403: ItemForbidden,

@@ -1,0 +1,80 @@
+"""The DuckDB file beside BI readers: wait for its write lock, and publish a copy for readers.
+
+DuckDB allows one writer process or many readers, never both. So the sync writes its own working
+file (`[destination.duckdb] credentials`) and, after the load and the models, publishes a
+consistent copy (`[sync] publish_to`) by writing a temporary file and renaming it over the old
+one. A reader that holds the published file keeps reading the snapshot it opened (the rename
+leaves its open file intact) and sees the new one when it reconnects; it never blocks a run,
+never sees a half-loaded state. Only a process holding the working file can block a run: then
+the run waits with a bounded, logged retry and fails naming the holder.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import duckdb
+
+logger = logging.getLogger(__name__)
+
+LOCK_WAITS_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
+
+
+class DestinationLocked(Exception):
+    """The working DuckDB file stayed locked by another process through every wait."""
+
+    hint = (
+        "Another process holds the sync's working DuckDB file. Point BI tools and readers at the "
+        "published copy ([sync] publish_to) instead, or close the holder; nothing was extracted, "
+        "so the next run loads everything."
+    )
+
+
+def wait_for_write_lock(path: Path, waits: tuple[float, ...] = LOCK_WAITS_SECONDS) -> None:
+    """Return once the file can be opened for writing; raise `DestinationLocked` after `waits`."""
+    for attempt, wait in enumerate((*waits, None), start=1):
+        try:
+            duckdb.connect(str(path)).close()
+            return
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower():
+                raise
+            holder = lock_holder(str(error))
+            if wait is None:
+                raise DestinationLocked(
+                    f"{path} is locked by {holder}; gave up after {attempt - 1} waits "
+                    f"({sum(waits):.0f} s)"
+                ) from None
+            logger.warning(
+                "%s is locked by %s: waiting %.0f s (%d/%d)",
+                path,
+                holder,
+                wait,
+                attempt,
+                len(waits),
+            )
+            time.sleep(wait)
+
+
+def lock_holder(message: str) -> str:
+    """DuckDB names the holder: 'Conflicting lock is held in /usr/bin/python3 (PID 1234)'."""
+    found = re.search(r"lock is held in (.+?) \(PID (\d+)\)", message)
+    return f"{found.group(1)} (pid {found.group(2)})" if found else "another process"
+
+
+def publish(working: Path, published: Path) -> Path:
+    """Copy the working file to `published` atomically (temp file in the same folder, rename)."""
+    published.parent.mkdir(parents=True, exist_ok=True)
+    # Fold the write-ahead log into the file, so the copy holds everything that was committed.
+    with duckdb.connect(str(working)) as connection:
+        connection.execute("checkpoint")
+    temporary = published.with_name(f".{published.name}.{os.getpid()}.tmp")
+    shutil.copyfile(working, temporary)
+    os.replace(temporary, published)
+    logger.info("published %s", published)
+    return published
