@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -69,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_progress(sys.stderr)
     if args.command == "run":
         return command_run(args)
     if args.command == "status":
@@ -106,6 +108,8 @@ def command_run(args: argparse.Namespace) -> int:
             target = dlt.config.get("sync.publish_to", str)
             if target:
                 published = publish(working, Path(target))
+        if sys.stderr.isatty():
+            sys.stderr.write("\r\x1b[K")  # end the live progress line
         print_summary(result, pipeline, published)
         return exit_for(result)
     finally:
@@ -137,6 +141,45 @@ def _model_builder():  # type: ignore[no-untyped-def]
     except ImportError:
         return None
     return build_models
+
+
+class LiveLine(logging.Handler):
+    """On a terminal: one progress line redrawn in place."""
+
+    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(logging.INFO)
+        self.stream = stream
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream.write("\r\x1b[K" + record.getMessage())
+        self.stream.flush()
+
+
+class SteadyPace(logging.Filter):
+    """Without a terminal (cron, CI): at most one progress line every `seconds`."""
+
+    def __init__(self, seconds: float = 10.0) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.last = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
+def install_progress(stream) -> None:  # type: ignore[no-untyped-def]
+    progress = logging.getLogger("pipelines.progress")
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        return
+    if stream.isatty():
+        progress.propagate = False
+        progress.addHandler(LiveLine(stream))
+    else:
+        progress.addFilter(SteadyPace())
 
 
 def exit_for(result: SyncResult) -> int:

@@ -53,9 +53,7 @@ def make_pipeline(
     (`[pipelines.pump_portal] destination_type` / `dataset_name`; DuckDB and `pump_portal`
     if unset).
     """
-    if progress is None:
-        progress = dlt.progress.log(log_period=10.0, dump_system_stats=False)
-    elif progress is False:
+    if progress is False:
         progress = None
     kwargs: dict[str, Any] = {"pipeline_name": PIPELINE_NAME, "progress": progress}
     if destination is not None:

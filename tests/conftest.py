@@ -15,7 +15,15 @@ from tests.portal_emulator import Fleet, PortalEmulator
 
 # Tests must not pick up a developer's real portal or destination from the environment.
 for _name in list(os.environ):
-    if _name.startswith(("SOURCES__PUMP_PORTAL__", "DESTINATION__", "PIPELINES__PUMP_PORTAL__")):
+    if _name.startswith(
+        (
+            "SOURCES__PUMP_PORTAL__",
+            "DESTINATION__",
+            "PIPELINES__PUMP_PORTAL__",
+            "SYNC__",
+            "MODELS__",
+        )
+    ):
         del os.environ[_name]
 
 
@@ -61,6 +69,18 @@ def sync(
         api_key=key if key is not None else emu.keys.full,
         **options,
     )
+
+
+def cli_environment(emu: PortalEmulator, tmp_path: Path, key: str | None = None) -> dict[str, str]:
+    """What a user sets to run the real command line against the emulator, in a scratch folder."""
+    return {
+        "SOURCES__PUMP_PORTAL__BASE_URL": emu.url,
+        "SOURCES__PUMP_PORTAL__API_KEY": key if key is not None else emu.keys.full,
+        "SOURCES__PUMP_PORTAL__BACKOFF_SECONDS": "0.01",
+        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "pump_portal_sync.duckdb"),
+        "SYNC__PUBLISH_TO": str(tmp_path / "pump_portal_warehouse.duckdb"),
+        "PIPELINES__PUMP_PORTAL__PIPELINES_DIR": str(tmp_path / "pipelines"),
+    }
 
 
 def rows(pipeline: dlt.Pipeline, sql: str) -> list[tuple[Any, ...]]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ import duckdb
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = ROOT / "var" / "demo"
-DATABASE = DEMO_DIR / "pump_portal_demo.duckdb"
+DATABASE = DEMO_DIR / "pump_portal_warehouse.duckdb"  # the published copy readers use
 
 
 def start_emulator(ready_file: Path) -> subprocess.Popen[bytes]:
@@ -51,6 +52,7 @@ def start_emulator(ready_file: Path) -> subprocess.Popen[bytes]:
 
 
 def main() -> int:
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)  # a demo is always a full sync from scratch
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         ready_file = Path(scratch) / "ready.json"
@@ -62,7 +64,8 @@ def main() -> int:
                 "SOURCES__PUMP_PORTAL__BASE_URL": portal["url"],
                 "SOURCES__PUMP_PORTAL__API_KEY": portal["keys"]["full"],
                 "PIPELINES__PUMP_PORTAL__DESTINATION_TYPE": "duckdb",
-                "DESTINATION__DUCKDB__CREDENTIALS": str(DATABASE),
+                "DESTINATION__DUCKDB__CREDENTIALS": str(DEMO_DIR / "pump_portal_sync.duckdb"),
+                "SYNC__PUBLISH_TO": str(DATABASE),
                 "PIPELINES__PUMP_PORTAL__PIPELINES_DIR": str(DEMO_DIR / "pipelines"),
             }
             print(f"emulated portal at {portal['url']} (300 pumps, 12 users)\n", flush=True)
@@ -85,7 +88,8 @@ def show(database: Path) -> None:
     with duckdb.connect(str(database), read_only=True) as con:
         tables = con.execute(
             "select table_schema, table_name from information_schema.tables "
-            "where table_schema like 'pump_portal%' and table_name not like '_dlt%' "
+            "where table_schema in ('pump_portal', 'pump_portal_models') "
+            "and table_name not like '\\_dlt%' escape '\\' "
             "order by table_schema, table_name"
         ).fetchall()
         print(f"\nloaded into {database}:")

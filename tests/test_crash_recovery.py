@@ -14,7 +14,7 @@ import dlt
 import pytest
 
 from pipelines.runner import make_pipeline
-from tests.conftest import rows, scalar
+from tests.conftest import cli_environment, rows, scalar
 from tests.portal_emulator import Fleet, PortalEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,11 +34,8 @@ def slow_emulator():
 def start_cli(emu: PortalEmulator, tmp_path: Path) -> subprocess.Popen[str]:
     env = {
         **os.environ,
-        "SOURCES__PUMP_PORTAL__BASE_URL": emu.url,
-        "SOURCES__PUMP_PORTAL__API_KEY": emu.keys.full,
+        **cli_environment(emu, tmp_path),
         "SOURCES__PUMP_PORTAL__CONCURRENCY": "2",
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "crash.duckdb"),
-        "PIPELINES__PUMP_PORTAL__PIPELINES_DIR": str(tmp_path / "pipelines"),
     }
     return subprocess.Popen(
         [sys.executable, "-m", "pipelines.cli", "--log-level", "WARNING", "run", "--no-models"],
@@ -52,7 +49,7 @@ def start_cli(emu: PortalEmulator, tmp_path: Path) -> subprocess.Popen[str]:
 
 def open_pipeline(tmp_path: Path) -> dlt.Pipeline:
     return make_pipeline(
-        destination=dlt.destinations.duckdb(str(tmp_path / "crash.duckdb")),
+        destination=dlt.destinations.duckdb(str(tmp_path / "pump_portal_sync.duckdb")),
         dataset_name="pump_portal",
         pipelines_dir=str(tmp_path / "pipelines"),
         progress=False,

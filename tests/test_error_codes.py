@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import cli
-from tests.conftest import rows, scalar, sync
+from tests.conftest import cli_environment, rows, scalar, sync
 from tests.portal_emulator import Fleet, PortalEmulator
 
 PUMP_METADATA = "/v1/pumps/:pumpId/metadata"
@@ -18,11 +18,8 @@ def fleet() -> Fleet:
 
 
 def run_cli(emu: PortalEmulator, key: str, tmp_path, monkeypatch, capsys, *args: str):
-    monkeypatch.setenv("SOURCES__PUMP_PORTAL__BASE_URL", emu.url)
-    monkeypatch.setenv("SOURCES__PUMP_PORTAL__API_KEY", key)
-    monkeypatch.setenv("SOURCES__PUMP_PORTAL__BACKOFF_SECONDS", "0.01")
-    monkeypatch.setenv("DESTINATION__DUCKDB__CREDENTIALS", str(tmp_path / "cli.duckdb"))
-    monkeypatch.setenv("PIPELINES__PUMP_PORTAL__PIPELINES_DIR", str(tmp_path / "cli-pipelines"))
+    for name, value in cli_environment(emu, tmp_path, key).items():
+        monkeypatch.setenv(name, value)
     code = cli.main(["--log-level", "WARNING", "run", *args])
     out, err = capsys.readouterr()
     return code, out, err

@@ -9,19 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli_environment
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli_debug(emu, key: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "SOURCES__PUMP_PORTAL__BASE_URL": emu.url,
-        "SOURCES__PUMP_PORTAL__API_KEY": key,
-        "SOURCES__PUMP_PORTAL__BACKOFF_SECONDS": "0.01",
-        "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "secret.duckdb"),
-        "PIPELINES__PUMP_PORTAL__PIPELINES_DIR": str(tmp_path / "pipelines"),
-        "RUNTIME__LOG_LEVEL": "DEBUG",
-    }
+    env = {**os.environ, **cli_environment(emu, tmp_path, key), "RUNTIME__LOG_LEVEL": "DEBUG"}
     return subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "--log-level", "DEBUG", "run"],
         cwd=ROOT,
@@ -54,5 +48,5 @@ def test_api_key_appears_nowhere_at_debug_level(emulator, tmp_path, outcome):
     assert key not in completed.stdout
     assert key not in completed.stderr
     assert files_containing(tmp_path, key.encode()) == []
-    assert (tmp_path / "secret.duckdb").stat().st_size > 0
+    assert (tmp_path / "pump_portal_sync.duckdb").stat().st_size > 0
     assert any((tmp_path / "pipelines").rglob("*"))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,6 +36,9 @@ from .errors import (
 from .report import RunReport
 
 logger = logging.getLogger(__name__)
+# Progress of the long phases; the command line shows it as a live line on a terminal and as a
+# log line at a steady pace otherwise.
+progress_logger = logging.getLogger("pipelines.progress")
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -115,8 +119,8 @@ class FleetSync:
                         continue
                     # A pump seen twice in one shifting listing: the later copy is the newer.
                     result.rows[row["pump_id"]] = row
-                logger.info(
-                    "listed page %d (%d pumps so far, total %s)",
+                self._progress(
+                    "controllers: page %d, %d pumps listed of %s",
                     page.number,
                     len(result.rows),
                     walk.total,
@@ -227,8 +231,22 @@ class FleetSync:
                 raise outcome
             fetched[pump_id] = records.iso(self.run_at)
             yield to_row(pump_id, outcome)
-            if done % 500 == 0:
-                logger.info("%s: %d of %d detail calls done", resource, done, len(due))
+            self._progress(
+                "%s: %d of %d detail calls done, %d rate-limit waits",
+                resource,
+                done,
+                len(due),
+                self.client.stats.rate_limited,
+            )
+        self._progress("%s: %d of %d detail calls done", resource, done, len(due), force=True)
+
+    _last_progress = 0.0
+
+    def _progress(self, message: str, *args: object, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_progress >= 1.0:
+            self._last_progress = now
+            progress_logger.info(message, *args)
 
     # --- users ------------------------------------------------------------------------------
 
