@@ -27,7 +27,13 @@ from .pump_portal.errors import (
 )
 from .run_lock import RunInProgress, RunLock
 from .runner import SyncResult, describe, make_pipeline, run_sync
-from .warehouse import DestinationLocked, publish, wait_for_write_lock
+from .warehouse import (
+    DEFAULT_LOCK_WAIT_SECONDS,
+    DestinationLocked,
+    publish,
+    wait_for_write_lock,
+    wait_schedule,
+)
 
 logger = logging.getLogger("pipelines")
 
@@ -98,7 +104,8 @@ def command_run(args: argparse.Namespace) -> int:
         working = duckdb_file(pipeline)
         if working is not None:
             try:
-                wait_for_write_lock(working)
+                budget = dlt.config.get("sync.lock_wait_seconds", float)
+                wait_for_write_lock(working, wait_schedule(budget or DEFAULT_LOCK_WAIT_SECONDS))
             except DestinationLocked as locked:
                 return fail(EXIT_DESTINATION, f"destination locked: {locked}", locked.hint)
         build = None if args.no_models else _model_builder()

@@ -38,7 +38,8 @@ def command_status(args: argparse.Namespace) -> int:
     threshold = args.max_age_minutes
     if threshold is None:
         threshold = dlt.config.get("sync.max_staleness_minutes", float)
-    threshold = float(threshold or DEFAULT_MAX_STALENESS_MINUTES)
+    if threshold is None:
+        threshold = DEFAULT_MAX_STALENESS_MINUTES
     try:
         runs, freshness = _query(pipeline, dataset)
     except Exception as error:  # noqa: BLE001 - no tables yet is a state, not a crash

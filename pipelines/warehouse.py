@@ -22,7 +22,17 @@ import duckdb
 
 logger = logging.getLogger(__name__)
 
-LOCK_WAITS_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
+DEFAULT_LOCK_WAIT_SECONDS = 30.0
+
+
+def wait_schedule(total_seconds: float) -> tuple[float, ...]:
+    """Doubling waits (0.5, 1, 2, ...) that add up to `total_seconds`."""
+    waits: list[float] = []
+    step = 0.5
+    while sum(waits) < total_seconds:
+        waits.append(min(step, total_seconds - sum(waits)))
+        step *= 2
+    return tuple(waits)
 
 
 class DestinationLocked(Exception):
@@ -35,7 +45,7 @@ class DestinationLocked(Exception):
     )
 
 
-def wait_for_write_lock(path: Path, waits: tuple[float, ...] = LOCK_WAITS_SECONDS) -> None:
+def wait_for_write_lock(path: Path, waits: tuple[float, ...]) -> None:
     """Return once the file can be opened for writing; raise `DestinationLocked` after `waits`."""
     for attempt, wait in enumerate((*waits, None), start=1):
         try:
