@@ -16,7 +16,7 @@ from dlt.common.configuration.exceptions import ConfigFieldMissingException
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from .pump_portal import RunReport, pump_portal
-from .pump_portal.errors import PortalError
+from .pump_portal.errors import InsufficientScope, PortalError
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,13 @@ def run_sync(
         logger.debug("load info: %s", info)
         if build_models is not None:
             result.models_built = build_models(pipeline)
+        if report.nothing_readable():
+            raise InsufficientScope(
+                "the API key can read none of /v1/pumps, /v1/stats and /v1/delegated-users",
+                status=403,
+                code="insufficient_scope",
+                request_id=report.skipped[-1].request_id,
+            )
         result.outcome = "partial" if report.skipped else "success"
     except Exception as error:  # noqa: BLE001 - the caller turns it into one line and an exit code
         result.outcome = "failed"

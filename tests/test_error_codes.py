@@ -188,3 +188,11 @@ def test_429_waits_retry_after_and_never_fails(emulator, pipeline):
     assert result.report.client_stats.rate_limited == 3
     assert result.report.client_stats.retries == 0
     assert scalar(pipeline, "select count(*) from controllers") == 40
+
+
+def test_403_key_without_any_read_scope_is_an_auth_failure(emulator, tmp_path, monkeypatch, capsys):
+    exit_code, _, err = run_cli(emulator, emulator.keys.no_scope, tmp_path, monkeypatch, capsys)
+
+    assert exit_code == cli.EXIT_AUTH
+    assert "insufficient_scope" in last_error_line(err)
+    assert emulator.counts["/v1/pumps/:pumpId/metadata"] == 0

@@ -85,6 +85,15 @@ class RunReport:
         self.warnings.append(message)
         logger.warning(message)
 
+    def nothing_readable(self) -> bool:
+        """The key could read none of the portal's top-level endpoints."""
+        unreadable = {
+            item.resource
+            for item in self.skipped
+            if item.item_kind == "resource" and item.code == "insufficient_scope"
+        }
+        return {"controllers", "fleet_snapshots", "delegated_users"} <= unreadable
+
     def skipped_by_code(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for item in self.skipped:
