@@ -123,7 +123,8 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
         return
     report = result.report
     stats = report.client_stats
-    run_id = report.run_at.isoformat()
+    # The real start time: unique per run even when tests stamp two runs with one simulated time.
+    run_id = result.started_at.isoformat()
     row = {
         "run_id": run_id,
         "run_at": report.run_at,

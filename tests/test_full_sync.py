@@ -54,6 +54,8 @@ def test_full_sync_loads_details_except_404_and_403(emulator, fleet, pipeline):
 
 def test_full_sync_loads_users_links_and_one_snapshot_per_run(emulator, fleet, pipeline):
     sync(emulator, pipeline)
+    statistics = fleet.statistics(emulator.now)
+    emulator.advance(60)
     sync(emulator, pipeline)
 
     user_ids = fleet.user_ids()
@@ -71,7 +73,6 @@ def test_full_sync_loads_users_links_and_one_snapshot_per_run(emulator, fleet, p
     assert loaded == expected_links
     assert scalar(pipeline, "select count(*) from user_pump_links where valid_to is not null") == 0
     assert scalar(pipeline, "select count(*) from fleet_snapshots") == 2
-    statistics = fleet.statistics(emulator.now)
     snapshot = rows(
         pipeline,
         "select total_controllers, active_controllers, offline_controllers, "
