@@ -1,31 +1,77 @@
-"""A full sync of the emulated fleet (300 pumps, 12 users), checked against the emulator's truth."""
+"""A full sync of the emulated fleet (300 pumps, 12 users), checked against the emulator's truth.
+
+One module-wide scenario (two runs, a minute apart, two pumps whose details are forbidden) is
+synced once and read by every test, which keeps the suite fast; tests that change the fleet
+have their own.
+"""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import dlt
+import pytest
+
+from pipelines.runner import make_pipeline
 from tests.conftest import rows, scalar, sync
+from tests.portal_emulator import Fleet, PortalEmulator
+
+FORBIDDEN = 2
 
 
-def test_full_sync_loads_every_pump_exactly_once(emulator, fleet, pipeline):
-    result = sync(emulator, pipeline)
+@pytest.fixture(scope="module")
+def synced(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("full_sync")
+    fleet = Fleet.generate(pumps=300, users=12, seed=7)
+    fleet.forbidden_detail_pumps.update(fleet.pump_ids()[:FORBIDDEN])
+    emu = PortalEmulator(fleet)
+    emu.start()
+    try:
+        pipeline = make_pipeline(
+            destination=dlt.destinations.duckdb(str(folder / "warehouse.duckdb")),
+            dataset_name="pump_portal",
+            pipelines_dir=str(folder / "pipelines"),
+            progress=False,
+        )
+        first = sync(emu, pipeline)
+        first_statistics = fleet.statistics(emu.now)
+        first_requests = list(emu.requests)
+        emu.advance(60)
+        emu.reset_counts()
+        second = sync(emu, pipeline)
+        yield SimpleNamespace(
+            emu=emu,
+            fleet=fleet,
+            pipeline=pipeline,
+            first=first,
+            second=second,
+            first_statistics=first_statistics,
+            first_requests=first_requests,
+            second_requests=sum(emu.counts.values()),
+        )
+    finally:
+        emu.stop()
 
+
+def test_full_sync_loads_every_pump_exactly_once(synced):
+    pipeline, fleet = synced.pipeline, synced.fleet
     pump_ids = fleet.pump_ids()
+
     assert len(pump_ids) == 300
-    assert result.error is None
+    assert synced.first.error is None and synced.second.error is None
     assert scalar(pipeline, "select count(*) from controllers") == 300
     assert scalar(pipeline, "select count(distinct pump_id) from controllers") == 300
     assert {r[0] for r in rows(pipeline, "select pump_id from controllers")} == set(pump_ids)
     assert scalar(pipeline, "select count(*) from controller_visibility where is_visible") == 300
 
 
-def test_full_sync_loads_details_except_404_and_403(emulator, fleet, pipeline):
-    forbidden = fleet.pump_ids()[:2]
-    fleet.forbidden_detail_pumps.update(forbidden)
+def test_full_sync_loads_details_except_404_and_403(synced):
+    pipeline, fleet = synced.pipeline, synced.fleet
+    forbidden = fleet.pump_ids()[:FORBIDDEN]
     unavailable = set(fleet.missing_detail_pumps) | set(forbidden)
     expected = sorted(set(fleet.pump_ids()) - unavailable)
 
-    result = sync(emulator, pipeline)
-
-    assert result.outcome == "partial"
+    assert synced.first.outcome == "partial"
     assert len(fleet.missing_detail_pumps) == 18
     assert [
         r[0] for r in rows(pipeline, "select pump_id from pump_metadata order by 1")
@@ -48,17 +94,16 @@ def test_full_sync_loads_details_except_404_and_403(emulator, fleet, pipeline):
         "select item_id, request_id from skipped_items "
         "where code = 'forbidden' and resource = 'pump_metadata' order by item_id limit 1",
     )[0]
-    answered = [r.request_id for r in emulator.requests if r.path == f"/v1/pumps/{pump}/metadata"]
+    answered = [
+        r.request_id for r in synced.first_requests if r.path == f"/v1/pumps/{pump}/metadata"
+    ]
     assert answered == [request_id]
 
 
-def test_full_sync_loads_users_links_and_one_snapshot_per_run(emulator, fleet, pipeline):
-    sync(emulator, pipeline)
-    statistics = fleet.statistics(emulator.now)
-    emulator.advance(60)
-    sync(emulator, pipeline)
-
+def test_full_sync_loads_users_links_and_one_snapshot_per_run(synced):
+    pipeline, fleet = synced.pipeline, synced.fleet
     user_ids = fleet.user_ids()
+
     assert len(user_ids) == 12
     assert [r[0] for r in rows(pipeline, "select user_id from delegated_users order by 1")] == (
         sorted(user_ids)
@@ -73,6 +118,7 @@ def test_full_sync_loads_users_links_and_one_snapshot_per_run(emulator, fleet, p
     assert loaded == expected_links
     assert scalar(pipeline, "select count(*) from user_pump_links where valid_to is not null") == 0
     assert scalar(pipeline, "select count(*) from fleet_snapshots") == 2
+    statistics = synced.first_statistics
     snapshot = rows(
         pipeline,
         "select total_controllers, active_controllers, offline_controllers, "
@@ -89,9 +135,8 @@ def test_full_sync_loads_users_links_and_one_snapshot_per_run(emulator, fleet, p
     )
 
 
-def test_full_sync_sample_values_match_the_fleet(emulator, fleet, pipeline):
-    sync(emulator, pipeline)
-
+def test_full_sync_sample_values_match_the_fleet(synced):
+    pipeline, fleet = synced.pipeline, synced.fleet
     stringly = next(p for p in fleet.pumps.values() if p.numbers_as_strings and p.battery)
     loaded = rows(
         pipeline,
@@ -109,15 +154,13 @@ def test_full_sync_sample_values_match_the_fleet(emulator, fleet, pipeline):
         never_seen
     )
     no_battery = sum(1 for p in fleet.pumps.values() if p.battery is None)
-    assert (
-        scalar(pipeline, "select count(*) from controllers where battery__soc is null")
-        == no_battery
+    assert scalar(pipeline, "select count(*) from controllers where battery__soc is null") == (
+        no_battery
     )
 
 
-def test_types_are_declared_and_no_variant_columns(emulator, pipeline):
-    sync(emulator, pipeline)
-
+def test_types_are_declared_and_no_variant_columns(synced):
+    pipeline = synced.pipeline
     variants = rows(
         pipeline,
         "select table_name, column_name from information_schema.columns "
@@ -147,6 +190,17 @@ def test_types_are_declared_and_no_variant_columns(emulator, pipeline):
     assert controller_types["total_sessions"] == "BIGINT"
 
 
+def test_sync_runs_records_each_run(synced):
+    runs = rows(
+        synced.pipeline,
+        "select outcome, pumps_listed, pumps_changed, detail_calls, items_skipped, requests "
+        "from sync_runs order by started_at",
+    )
+    assert runs[0][:5] == ("partial", 300, 300, 600, 40)
+    assert runs[0][5] == len(synced.first_requests)
+    assert runs[1] == ("success", 300, 0, 0, 0, synced.second_requests)
+
+
 def test_new_metadata_fields_become_columns(emulator, fleet, pipeline):
     sync(emulator, pipeline)
     fleet.set_metadata_extra(None, firmware_version="2.4.1", sim_iccid="8931")
@@ -157,17 +211,3 @@ def test_new_metadata_fields_become_columns(emulator, fleet, pipeline):
     assert scalar(
         pipeline, "select count(*) from pump_metadata where firmware_version = '2.4.1'"
     ) == 300 - len(fleet.missing_detail_pumps)
-
-
-def test_sync_runs_records_each_run(emulator, pipeline):
-    sync(emulator, pipeline)
-    emulator.reset_counts()
-    sync(emulator, pipeline)
-
-    runs = rows(
-        pipeline,
-        "select outcome, pumps_listed, pumps_changed, detail_calls, items_skipped, requests "
-        "from sync_runs order by started_at",
-    )
-    assert runs[0][:5] == ("partial", 300, 300, 600, 36)
-    assert runs[1] == ("success", 300, 0, 0, 0, sum(emulator.counts.values()))
