@@ -136,6 +136,10 @@ def command_models(args: argparse.Namespace) -> int:
     pipeline = make_pipeline()
     try:
         built = build_models(pipeline)
+        working = duckdb_file(pipeline)
+        target = dlt.config.get("sync.publish_to", str)
+        if working is not None and target:
+            publish(working, Path(target))
     except Exception as error:  # noqa: BLE001
         return fail(EXIT_DESTINATION, f"models failed: {describe(error)}", "see the log above")
     print(f"built {len(built)} models: {', '.join(built)}")

@@ -16,8 +16,11 @@ A model refers to other things only through placeholders, rendered here:
 
 Everything that differs between destinations lives in those macros and in `translate()`, which
 turns the rendered DuckDB SQL into the destination's dialect with sqlglot. A model's header says
-`-- materialized: table` to be rebuilt as a table; otherwise it is a view. Every build drops and
-recreates all models in one transaction, so readers see either the old models or the new ones.
+`-- materialized: table` to be rebuilt as a table; otherwise it is a view. Tables are built
+beside the live models first and swapped in with the views in one short transaction (see
+`build_models`), so readers see either the old models or the new ones. `ref()` may only stand
+where a table name can (the import CTEs' `select * from {{ ref('...') }}`): while tables are
+built, a view model is inlined there as a subquery.
 
 Settings (`[models]` in .dlt/config.toml, or MODELS__TIMEZONE etc. in the environment):
 `timezone` (IANA name, default "UTC"), `online_threshold_minutes` (default 15) and `schema`
@@ -32,7 +35,7 @@ import re
 import time
 import tomllib
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +79,7 @@ _CALL = re.compile(r"\{\{\s*(ref|source)\s*\(\s*['\"](\w+)['\"]\s*\)\s*\}\}")
 _MATERIALIZED = re.compile(r"^--\s*materialized:\s*(view|table)\b", re.MULTILINE)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
+_NEXT = "__next"  # suffix of a table model while it is being rebuilt
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,9 @@ def load_models(sql_dir: Path = SQL_DIR) -> list[Model]:
         if unknown:
             raise ValueError(f"{model.path}: ref() to unknown models {unknown}")
         if undeclared:
-            raise ValueError(f"{model.path}: source() tables missing from sources.toml {undeclared}")
+            raise ValueError(
+                f"{model.path}: source() tables missing from sources.toml {undeclared}"
+            )
     return _dependency_order(list(models.values()))
 
 
@@ -194,8 +200,16 @@ def _dependency_order(models: list[Model]) -> list[Model]:
 # --- rendering: the only place that knows about time zones, missing columns and intervals -------
 
 
-def render(model: Model, target: Target, sources: Mapping[str, Mapping[str, str]]) -> str:
-    """The model's select statement in the models' dialect (DuckDB), placeholders filled in."""
+def render(
+    model: Model,
+    target: Target,
+    sources: Mapping[str, Mapping[str, str]],
+    relation: Callable[[str], str] | None = None,
+) -> str:
+    """The model's select statement in the models' dialect (DuckDB), placeholders filled in.
+
+    `relation(name)` says what `ref(name)` becomes; by default the model in the models schema.
+    """
     zone = target.settings.timezone.replace("'", "''")
 
     def local_timestamp(expression: str) -> str:
@@ -211,7 +225,7 @@ def render(model: Model, target: Target, sources: Mapping[str, Mapping[str, str]
         )
 
     def ref(name: str) -> str:
-        return f"{target.models_schema}.{name}"
+        return relation(name) if relation is not None else f"{target.models_schema}.{name}"
 
     def source(table: str) -> str:
         return _source_relation(table, sources[table], target)
@@ -223,7 +237,9 @@ def render(model: Model, target: Target, sources: Mapping[str, Mapping[str, str]
         "local_timestamp": local_timestamp,
         "iso_timestamp": iso_timestamp,
     }
-    variables = {"online_threshold": f"interval '{target.settings.online_threshold_minutes} minutes'"}
+    variables = {
+        "online_threshold": f"interval '{target.settings.online_threshold_minutes} minutes'"
+    }
 
     def fill(match: re.Match[str]) -> str:
         name, arguments = match.group(1), match.group(2)
@@ -304,11 +320,16 @@ def destination_dialect(pipeline: dlt.Pipeline) -> str:
     return DIALECTS[name]
 
 
-def build_models(pipeline: dlt.Pipeline, settings: ModelSettings | None = None) -> list[str]:
+def build_models(
+    pipeline: dlt.Pipeline, settings: ModelSettings | None = None, sql_dir: Path = SQL_DIR
+) -> list[str]:
     """(Re)build every model on the pipeline's destination; returns their names in build order.
 
-    All models are dropped and created again in one transaction: a failure leaves the previous
-    models in place.
+    Two phases, so readers are blocked only for a moment and a failure changes nothing:
+    1. every table model is built as `<name>__next`, reading the other `__next` tables and the
+       view models inlined as subqueries (the live models are not touched);
+    2. one short transaction drops the live models, renames the `__next` tables and creates the
+       views again.
     """
     settings = settings or ModelSettings.from_config()
     raw_schema = _check_identifier(pipeline.dataset_name, "dataset name")
@@ -317,32 +338,64 @@ def build_models(pipeline: dlt.Pipeline, settings: ModelSettings | None = None) 
     started = time.monotonic()
     with pipeline.sql_client() as client:
         target = Target(raw_schema, schema, settings, _raw_columns(client, raw_schema))
-        compiled = compile_models(dialect, target)
+        sources = load_sources(sql_dir)
+        models = load_models(sql_dir)
+        by_name = {model.name: model for model in models}
+
+        def next_relation(name: str) -> str:
+            model = by_name[name]
+            if model.materialized == "table":
+                return f"{schema}.{name}{_NEXT}"
+            return f"({render(model, target, sources, next_relation)}) as {name}"
+
+        statements = {}
+        for model in models:
+            relation = next_relation if model.materialized == "table" else None
+            try:
+                statements[model.name] = translate(
+                    render(model, target, sources, relation), dialect
+                )
+            except Exception as error:
+                raise ValueError(f"{model.path}: cannot compile for {dialect}: {error}") from error
+
+        client.execute_sql(f"create schema if not exists {schema}")
         existing = _existing_objects(client, schema)
+        for model in models:
+            if model.materialized != "table":
+                continue
+            if f"{model.name}{_NEXT}" in existing:  # left by a build that failed
+                client.execute_sql(f"drop table {schema}.{model.name}{_NEXT}")
+            began = time.monotonic()
+            client.execute_sql(
+                f"create table {schema}.{model.name}{_NEXT} as\n{statements[model.name]}"
+            )
+            logger.debug(
+                "built %s.%s%s in %.2f s", schema, model.name, _NEXT, time.monotonic() - began
+            )
+        began = time.monotonic()
         with client.begin_transaction():
-            client.execute_sql(f"create schema if not exists {schema}")
-            for model, _ in reversed(compiled):
+            for model in reversed(models):
                 kind = existing.get(model.name)
                 if kind is not None:
                     client.execute_sql(f"drop {kind} {schema}.{model.name}")
-            for model, select in compiled:
-                began = time.monotonic()
-                client.execute_sql(f"create {model.materialized} {schema}.{model.name} as\n{select}")
-                logger.debug(
-                    "built %s.%s (%s) in %.2f s",
-                    schema,
-                    model.name,
-                    model.materialized,
-                    time.monotonic() - began,
-                )
+            for model in models:
+                if model.materialized == "table":
+                    client.execute_sql(
+                        f"alter table {schema}.{model.name}{_NEXT} rename to {model.name}"
+                    )
+                else:
+                    client.execute_sql(
+                        f"create view {schema}.{model.name} as\n{statements[model.name]}"
+                    )
+        logger.debug("swapped in the new models in %.2f s", time.monotonic() - began)
     logger.info(
         "built %d models in %s on %s in %.1f s",
-        len(compiled),
+        len(models),
         schema,
         pipeline.destination.destination_name,
         time.monotonic() - started,
     )
-    return [model.name for model, _ in compiled]
+    return [model.name for model in models]
 
 
 def drop_models(pipeline: dlt.Pipeline, settings: ModelSettings | None = None) -> None:

@@ -90,6 +90,11 @@ def run_sync(
             logger.warning("an earlier run left a load pending: loading it first")
             pipeline.run()
             result.recovered_pending = True
+        if full_refresh and build_models is not None:
+            # dlt drops raw tables without CASCADE; on Postgres the staging views would block it.
+            from .models import drop_models
+
+            drop_models(pipeline)
         source = pump_portal(report=report, run_at=report.run_at, **source_options)
         info = pipeline.run(source, refresh="drop_sources" if full_refresh else None)
         result.rows = _rows_loaded(pipeline)

@@ -97,11 +97,14 @@ def show(database: Path) -> None:
             count = con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
             print(f"  {schema}.{table:<48} {count:>7} rows")
         if any(t == "fleet_history" for _, t in tables):
-            print("\nfleet_history:")
-            for row in con.execute(
+            cursor = con.execute(
                 "select * from pump_portal_models.fleet_history order by 1 desc limit 5"
-            ).fetchall():
-                print("  ", row)
+            )
+            names = [d[0] for d in cursor.description]
+            print("\npump_portal_models.fleet_history (latest days):")
+            for row in cursor.fetchall():
+                for name, value in zip(names, row, strict=True):
+                    print(f"  {name:<32} {value}")
     print(
         "\nexample query:\n"
         f"  duckdb -readonly {database} \\\n"

@@ -126,7 +126,7 @@ def test_fleet_history_scenario(synced_story: Story) -> None:
             synced_story.pipeline,
             """select day_date, snapshot_count, total_controllers, active_controllers,
                 offline_controllers, reporting_controllers, water_delivered,
-                average_battery_soc, wireguard_connections, last_snapshot_at
+                average_battery_soc, wireguard_connections, last_sync_at
             from {models}.fleet_history order by day_date""",
         )
         == story.FLEET_HISTORY
@@ -139,7 +139,7 @@ def test_controller_daily_scenario(synced_story: Story) -> None:
             synced_story.pipeline,
             """select pump_id, day_date, observation_count, water_delivered, battery_soc_min,
                 battery_soc_avg, battery_soc_max, current_pressure_avg, active_alarms_max,
-                reboot_count, last_reading_at, last_run_at, is_listed, is_online
+                reboot_count, last_reading_at, last_sync_at, is_listed, is_online
             from {models}.controller_daily order by pump_id, day_date""",
         )
         == story.CONTROLLER_DAILY
@@ -153,7 +153,7 @@ def test_user_history_scenario(synced_story: Story) -> None:
             """select user_id, day_date, user_name, snapshot_count, total_controllers,
                 active_controllers, offline_controllers, linked_controllers,
                 reporting_controllers, water_delivered, average_battery_soc,
-                wireguard_connections, last_snapshot_at
+                wireguard_connections, last_sync_at
             from {models}.user_history order by user_id, day_date""",
         )
         == story.USER_HISTORY
@@ -166,7 +166,7 @@ def test_controllers_current_scenario(synced_story: Story) -> None:
             synced_story.pipeline,
             """select pump_id, controller_name, location_name, has_delegated_owner,
                 owner_user_id, owner_user_name, user_count, user_ids, first_listed_at,
-                last_seen_at, checked_at, is_visible, is_online, pump_status, is_running,
+                last_seen_at, last_sync_at, is_visible, is_online, pump_status, is_running,
                 battery_soc, current_pressure, active_alarms_count, highest_alarm_level,
                 total_water_delivered, total_sessions, uptime_seconds
             from {models}.controllers_current order by pump_id""",
@@ -192,7 +192,7 @@ def test_controller_daily_online_matches_portal_active(synced_story: Story) -> N
     daily = mart(
         synced_story.pipeline,
         """select day_date, sum(case when is_online then 1 else 0 end)
-        from {models}.controller_daily where last_run_at is not null
+        from {models}.controller_daily where last_sync_at is not null
         group by day_date order by day_date""",
     )
     fleet = mart(

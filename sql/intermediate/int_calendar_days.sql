@@ -1,4 +1,4 @@
--- One row per day (in the configured time zone) from the first sync's day to the latest day with data.
+-- One row per day (in the configured time zone), from the first sync's day to the last data.
 
 with recursive
 

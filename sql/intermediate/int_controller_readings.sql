@@ -35,6 +35,7 @@ readings as (
     select
         pump_id,
         {{ local_date('last_seen_at') }} as reading_date,
+        {{ local_date('observed_at') }} as observed_date,
         last_seen_at,
         observed_at,
         total_water_delivered,

@@ -1,6 +1,6 @@
 -- One row per pump per alarm seen in pump summaries (the portal's alarm_id; its content hash
 -- alarm_key when the portal sends no id), with the content of its latest sighting.
--- materialized: table (deduplicates every summary fetch ever appended; see sql/README.md)
+-- materialized: table (it deduplicates every summary fetch ever appended; see sql/README.md)
 
 with
 

@@ -35,7 +35,7 @@ snapshots as (
 
 latest_sync as (
 
-    select max(snapshot_at) as checked_at
+    select max(snapshot_at) as last_sync_at
     from snapshots
 
 ),
@@ -104,11 +104,11 @@ final as (
         current_visibility.first_listed_at,
         controllers.last_seen_at,
         controllers.last_heartbeat_at,
-        latest_sync.checked_at,
+        latest_sync.last_sync_at,
         coalesce(current_visibility.is_visible, false) as is_visible,
         coalesce(
             current_visibility.is_visible
-            and controllers.last_seen_at >= latest_sync.checked_at - {{ online_threshold }},
+            and controllers.last_seen_at >= latest_sync.last_sync_at - {{ online_threshold }},
             false
         ) as is_online,
 

@@ -17,6 +17,7 @@ import signal
 import sys
 import tempfile
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -37,6 +38,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-limit", type=int, default=100)
     parser.add_argument("--no-records", action="store_true", help="keep counters only")
     parser.add_argument("--ready-file", type=Path, default=None)
+    parser.add_argument(
+        "--start",
+        default=None,
+        help="the simulated clock's start: ISO 8601, or 'now' (default 2025-03-20T10:00:00Z)",
+    )
     return parser.parse_args(argv)
 
 
@@ -51,7 +57,12 @@ def write_atomically(path: Path, payload: dict[str, object]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    fleet = Fleet.generate(pumps=args.pumps, users=args.users, seed=args.seed)
+    start = None
+    if args.start == "now":
+        start = datetime.now(UTC).replace(microsecond=0)
+    elif args.start:
+        start = datetime.fromisoformat(args.start.replace("Z", "+00:00"))
+    fleet = Fleet.generate(pumps=args.pumps, users=args.users, seed=args.seed, start=start)
     emulator = PortalEmulator(
         fleet,
         latency=args.latency_ms / 1000.0,
