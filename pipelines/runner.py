@@ -17,11 +17,38 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from .pump_portal import RunReport, pump_portal
 from .pump_portal.errors import InsufficientScope, PortalError
+from .pump_portal.records import column_hints
 
 logger = logging.getLogger(__name__)
 
 PIPELINE_NAME = "pump_portal"
 DATASET_NAME = "pump_portal"
+
+
+# Declared so a first run with nulls (no error, no skips) still fixes the types.
+SYNC_RUNS_COLUMNS = column_hints(
+    {
+        "run_at": "timestamp",
+        "started_at": "timestamp",
+        "finished_at": "timestamp",
+        "duration_s": "double",
+        "rate_limit_wait_s": "double",
+        "failed_step": "text",
+        "error": "text",
+        "listing_complete": "bool",
+        "skipped_by_code": "json",
+        "requests_by_endpoint": "json",
+    }
+)
+SKIPPED_ITEMS_COLUMNS = column_hints(
+    {
+        "run_at": "timestamp",
+        "item_id": "text",
+        "http_status": "bigint",
+        "code": "text",
+        "request_id": "text",
+    }
+)
 
 
 @dataclass
@@ -164,31 +191,14 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
             name="sync_runs",
             write_disposition="merge",
             primary_key="run_id",
-            columns={
-                "run_at": {"data_type": "timestamp"},
-                "started_at": {"data_type": "timestamp"},
-                "finished_at": {"data_type": "timestamp"},
-                "duration_s": {"data_type": "double"},
-                "rate_limit_wait_s": {"data_type": "double"},
-                "failed_step": {"data_type": "text"},
-                "error": {"data_type": "text"},
-                "listing_complete": {"data_type": "bool"},
-                "skipped_by_code": {"data_type": "json"},
-                "requests_by_endpoint": {"data_type": "json"},
-            },
+            columns=SYNC_RUNS_COLUMNS,
         ),
         dlt.resource(
             skipped,
             name="skipped_items",
             write_disposition="merge",
             primary_key="skip_id",
-            columns={
-                "run_at": {"data_type": "timestamp"},
-                "item_id": {"data_type": "text"},
-                "http_status": {"data_type": "bigint"},
-                "code": {"data_type": "text"},
-                "request_id": {"data_type": "text"},
-            },
+            columns=SKIPPED_ITEMS_COLUMNS,
         ),
     ]
     try:
