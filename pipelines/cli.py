@@ -22,6 +22,7 @@ from .pump_portal.errors import (
     AuthenticationError,
     InsufficientScope,
     InvalidRequest,
+    ItemForbidden,
     PortalError,
     RedirectRefused,
 )
@@ -206,7 +207,8 @@ def exit_for(result: SyncResult) -> int:
         )
     if isinstance(error, PortalError):
         code = EXIT_API_UNAVAILABLE
-        if isinstance(error, AuthenticationError | InsufficientScope):
+        if isinstance(error, AuthenticationError | InsufficientScope | ItemForbidden):
+            # a bare 403 on a top-level endpoint: the key may not read the portal at all
             code = EXIT_AUTH
         elif isinstance(error, InvalidRequest):
             code = EXIT_BAD_REQUEST

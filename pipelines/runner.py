@@ -35,6 +35,7 @@ SYNC_RUNS_COLUMNS = column_hints(
         "rate_limit_wait_s": "double",
         "failed_step": "text",
         "error": "text",
+        "unexpected_api_versions": "text",
         "listing_complete": "bool",
         "skipped_by_code": "json",
         "requests_by_endpoint": "json",
@@ -180,6 +181,9 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
         "rate_limited_429s": stats.rate_limited if stats else 0,
         "rate_limit_wait_s": round(stats.rate_limit_wait_seconds, 3) if stats else 0.0,
         "retries": stats.retries if stats else 0,
+        "unexpected_api_versions": ",".join(sorted(stats.unexpected_api_versions))
+        if stats and stats.unexpected_api_versions
+        else None,
     }
     skipped = [
         {"skip_id": f"{run_id}/{n}", **item.as_row(run_id, report.run_at)}

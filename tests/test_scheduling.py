@@ -1,5 +1,8 @@
-"""The sync as a scheduled job beside BI readers, with real processes: overlapping runs, a reader
-holding the warehouse, a writer holding the working file, exit codes, status, HTTPS and redirects."""
+"""The sync as a scheduled job beside BI readers, with real processes.
+
+Overlapping runs, a reader holding the warehouse, a writer holding the working file, exit codes,
+status, HTTPS and redirects.
+"""
 
 from __future__ import annotations
 

@@ -214,7 +214,7 @@ def pump_summaries(sync: FleetSync) -> Iterator[dict[str, Any]]:
         row = records.coerce(body, records.SUMMARY_FIELDS)
         row["pump_id"] = row.get("pump_id") or pump_id
         row["fetched_at"] = sync.run_at
-        alarms = (row.get("recent_alarms") or {}).get("alarms")
+        alarms = _field(row, "recent_alarms", "alarms")
         if isinstance(alarms, list):
             for alarm in alarms:
                 if isinstance(alarm, dict):
@@ -222,7 +222,7 @@ def pump_summaries(sync: FleetSync) -> Iterator[dict[str, Any]]:
                     # The reference leaves the alarm's shape open; its content identifies it.
                     alarm["alarm_key"] = records.fingerprint({"pump_id": row["pump_id"], **alarm})
                     alarm["pump_id"] = row["pump_id"]
-        days = (row.get("week_trends") or {}).get("daily_summaries")
+        days = _field(row, "week_trends", "daily_summaries")
         if isinstance(days, list):
             for day in days:
                 if isinstance(day, dict):
@@ -238,3 +238,10 @@ def _drop_nulls(element: dict[str, Any]) -> None:
     in, dlt warns on every load that it cannot materialize the column. It appears with a value."""
     for key in [k for k, v in element.items() if v is None]:
         del element[key]
+
+
+def _field(row: dict[str, Any], group: str, key: str) -> Any:
+    """`row[group][key]`, or None when the group is missing or not an object (the API may omit
+    or reshape it)."""
+    container = row.get(group)
+    return container.get(key) if isinstance(container, dict) else None

@@ -27,8 +27,9 @@ from requests.adapters import HTTPAdapter
 
 from . import settings
 from .errors import (
+    InvalidRequest,
     InvalidResponse,
-    PaginationError,
+    ItemNotFound,
     PortalError,
     PortalUnavailable,
     RateLimited,
@@ -39,6 +40,11 @@ from .pacing import RequestPacer
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
+
+# With no page count at all, a walk stops here (flagged) even while full pages keep coming.
+MAX_PAGES_WITHOUT_COUNT = 10_000
+# A 400 invalid_pagination on page 1 halves the page size down to this, then fails the run.
+MIN_PAGE_SIZE = 10
 
 
 class BearerAuth(requests.auth.AuthBase):
@@ -63,6 +69,8 @@ class ClientStats:
     rate_limited: int = 0
     rate_limit_wait_seconds: float = 0.0
     retries: int = 0
+    #: `api_version` values other than 1.x seen in answers (their data is still read as v1).
+    unexpected_api_versions: set[str] = field(default_factory=set)
 
     @property
     def total_requests(self) -> int:
@@ -172,66 +180,96 @@ class PortalClient:
     # --- pagination ------------------------------------------------------------------------
 
     def pages(self, path: str, listing: Listing) -> Iterator[Page]:
-        """Yield pages 1, 2, ... following `pagination.has_next`; record completeness in `listing`.
+        """Yield pages 1, 2, ... to the listing's end; record completeness in `listing`.
 
-        Stops (and flags the listing incomplete, never silently) when the server keeps saying
-        `has_next` past any plausible end, sends an empty page that claims more, or omits
-        pagination altogether after page 1.
+        The reference promises `pagination` but "JSON may omit undefined keys", so the end is
+        read from the first signal present: `has_next`, else `pages` (or `total` over the page
+        size), else the page size itself (a full page means "ask for the next", a short or empty
+        one ends the listing). The page size is the server's `limit`, or what page 1 held: a
+        server may cap the limit we ask for. Never loops and never fails the run on pagination
+        alone: a server that keeps saying `has_next`, repeats pages, answers another page than
+        asked, or rejects a page it announced ends the walk with the listing flagged incomplete.
         """
         number = 1
         seen_ids: set[str] = set()
+        anonymous = 0
         totals: set[int] = set()
         max_pages: int | None = None
+        pages: int | None = None
+        per_page: int | None = None
+        promised = True  # page 1 always exists
+        # One limit for the whole walk, even if another walk shrinks the client's meanwhile:
+        # page n covers items (n-1)*limit.. only while the limit stays the same.
+        limit = self.page_size
         while True:
-            body = self.get(path, {"page": number, "limit": self.page_size})
-            raw_items = body.get("controllers")
-            if raw_items is None:
-                raw_items = []
-            if not isinstance(raw_items, list):
-                raise InvalidResponse(
-                    "`controllers` is not a list", endpoint=self._display(path, number)
-                )
-            items = [item for item in raw_items if isinstance(item, dict)]
+            try:
+                body = self.get(path, {"page": number, "limit": limit})
+            except (InvalidRequest, ItemNotFound) as error:
+                if number == 1:
+                    smaller = self._smaller_limit(error, limit)
+                    if smaller is not None:
+                        limit = smaller
+                        continue
+                    raise
+                # A page past the end may be answered 400 invalid_pagination (or 404).
+                if promised:
+                    listing.flag(f"{path}: page {number} was announced, then refused ({error})")
+                break
+            items, has_items = _listing_items(body, self._display(path, number))
             pagination = body.get("pagination")
             pagination = pagination if isinstance(pagination, dict) else {}
+            if not has_items and not pagination:
+                listing.flag(f"{path}: page {number} has neither controllers nor pagination")
+                break
+            listing.pages = number
+            ids = {i for i in map(_item_id, items) if i is not None}
+            # Rows without an id still count toward `total`: one broken row must not leave every
+            # listing incomplete (and so every vanished pump unnoticed) forever.
+            anonymous += sum(1 for item in items if _item_id(item) is None)
+            repeats_only = bool(ids) and ids <= seen_ids
+            seen_ids |= ids
             echoed = _as_int(pagination.get("page"))
             if echoed is not None and echoed != number:
-                raise PaginationError(
-                    f"asked for page {number}, the portal answered page {echoed}",
-                    endpoint=self._display(path, number),
-                )
-            listing.pages = number
+                # The items are still real pumps (duplicates merge on pump_id), but the server
+                # did not page as asked: what lies beyond cannot be reached safely.
+                yield Page(items=items, body=body, number=number)
+                listing.flag(f"{path}: asked for page {number}, the portal answered page {echoed}")
+                break
             total = _as_int(pagination.get("total"))
             if total is not None:
                 listing.total = total
                 totals.add(total)
+            if per_page is None:
+                per_page = _as_int(pagination.get("limit")) or len(items) or limit
             pages = _as_int(pagination.get("pages"))
-            limit = _as_int(pagination.get("limit")) or self.page_size
             if pages is None and total is not None:
-                pages = math.ceil(total / limit) if limit > 0 else None
+                pages = math.ceil(total / per_page) if per_page > 0 else None
             if pages is not None:
                 bound = pages + settings.EXTRA_PAGES_ALLOWED
                 max_pages = bound if max_pages is None else max(max_pages, bound)
-            seen_ids.update(str(item.get("pump_id")) for item in items)
             yield Page(items=items, body=body, number=number)
 
             has_next = pagination.get("has_next")
-            if has_next is None:
-                # Some answers omit has_next: fall back to the announced page count.
-                has_next = pages is not None and number < pages
-                if not pagination:
-                    if number > 1 or len(items) >= limit:
-                        listing.flag(f"{path}: page {number} carries no pagination")
-                    break
-            if not _as_bool(has_next):
+            if has_next is not None and has_next != "":
+                # `pages` beyond this page despite has_next false: read on, a request is cheap.
+                more = _as_bool(has_next) or (pages is not None and number < pages)
+                promised = more
+            elif pages is not None:
+                more = promised = number < pages
+            else:
+                more, promised = bool(items) and len(items) >= (per_page or 1), False
+            if not more:
                 break
             if not items:
-                listing.flag(f"{path}: page {number} is empty but has_next is true")
+                listing.flag(f"{path}: page {number} is empty but announces more")
+                break
+            if number > 1 and repeats_only:
+                listing.flag(f"{path}: page {number} repeats only items already seen")
                 break
             if max_pages is not None and number >= max_pages:
                 listing.flag(f"{path}: has_next still true after {number} pages (pages={pages})")
                 break
-            if max_pages is None and number >= 10_000:
+            if max_pages is None and number >= MAX_PAGES_WITHOUT_COUNT:
                 listing.flag(f"{path}: has_next still true after {number} pages, no page count")
                 break
             number += 1
@@ -239,13 +277,34 @@ class PortalClient:
         if len(totals) > 1:
             # An insert and a removal between pages can leave the count right but the set wrong.
             listing.flag(f"{path}: pagination.total changed while paging ({sorted(totals)})")
-        elif listing.total is not None and len(seen_ids) != listing.total:
+        elif listing.total is not None and len(seen_ids) + anonymous != listing.total:
+            seen = len(seen_ids) + anonymous
             listing.flag(
-                f"{path}: {len(seen_ids)} distinct items seen over {listing.pages} page(s), "
+                f"{path}: {seen} distinct items seen over {listing.pages} page(s), "
                 f"pagination.total says {listing.total}"
             )
-        if pages is not None and listing.pages < pages:
+        elif listing.total is None and pages is not None and listing.pages < pages:
             listing.flag(f"{path}: stopped at page {listing.pages} of {pages}")
+
+    def _smaller_limit(self, error: PortalError, refused: int) -> int | None:
+        """After a 400 invalid_pagination on page 1: the next limit to try, or None to give up.
+
+        The reference allows a server to reject a `limit` above its maximum instead of capping
+        it. A configured page size above the default is the operator's setting: refused, it fails
+        the run (InvalidRequest names it). The default, the reference's own example, refused means
+        a stricter server: the limit halves, down to MIN_PAGE_SIZE, and later listings start there.
+        """
+        if not isinstance(error, InvalidRequest) or error.code not in (None, "invalid_pagination"):
+            return None
+        if refused > settings.DEFAULT_PAGE_SIZE:
+            return None
+        smaller = refused // 2
+        if smaller < MIN_PAGE_SIZE:
+            return None
+        with self._stats_lock:
+            self.page_size = min(self.page_size, smaller)
+        logger.warning("the portal refused limit=%d; trying %d", refused, smaller)
+        return smaller
 
     # --- one request ------------------------------------------------------------------------
 
@@ -337,6 +396,7 @@ class PortalClient:
             body = None
         if 200 <= response.status_code < 300:
             if isinstance(body, dict):
+                self._check_version(body.get("api_version"), endpoint)
                 return body
             return InvalidResponse(
                 f"HTTP {response.status_code} with a body that is not a JSON object "
@@ -363,10 +423,22 @@ class PortalClient:
         return cls(
             self.scrub(message),
             status=response.status_code,
-            code=code,
+            code=self.scrub(code) if code else None,
             request_id=self.scrub(request_id) if request_id else None,
             endpoint=endpoint,
         )
+
+    def _check_version(self, version: Any, endpoint: str) -> None:
+        """Another `api_version` under /v1 is noted, not fatal: the path promises v1 shapes, and
+        every field is read defensively; refusing would stop the sync over a label."""
+        if version is None or str(version).strip().lower().removeprefix("v").split(".")[0] == "1":
+            return
+        text = self.scrub(str(version))
+        with self._stats_lock:
+            if text in self.stats.unexpected_api_versions:
+                return
+            self.stats.unexpected_api_versions.add(text)
+        logger.warning("GET %s answered api_version %r; read as v1", endpoint, text)
 
     def _retry_after(self, response: requests.Response) -> float:
         value = response.headers.get("Retry-After", "").strip()
@@ -426,6 +498,30 @@ def _is_loopback(host: str) -> bool:
 
 def _is_transient(error: PortalError) -> bool:
     return isinstance(error, PortalUnavailable | InvalidResponse)
+
+
+def _listing_items(body: JSON, endpoint: str) -> tuple[list[JSON], bool]:
+    """`controllers` of a listing page, and whether the key was there at all.
+
+    An object keyed "0", "1", ... (how some JSON encoders send a list with holes) is read as
+    its values; anything else that is not a list is not a listing.
+    """
+    raw = body.get("controllers")
+    if raw is None:
+        return [], False
+    if isinstance(raw, dict) and all(isinstance(v, dict) for v in raw.values()):
+        raw = list(raw.values())
+    if not isinstance(raw, list):
+        raise InvalidResponse("`controllers` is not a list", endpoint=endpoint)
+    return [item for item in raw if isinstance(item, dict)], True
+
+
+def _item_id(item: JSON) -> str | None:
+    """A listing row's pump_id as text (123 and "123" are one pump); None when missing or blank."""
+    value = item.get("pump_id")
+    if value is None or isinstance(value, dict | list) or not str(value).strip():
+        return None
+    return str(value)
 
 
 def _as_int(value: Any) -> int | None:

@@ -105,12 +105,6 @@ class InvalidResponse(PortalError):
     )
 
 
-class PaginationError(PortalError):
-    """Pagination that cannot be followed safely (e.g. the server echoes a different page)."""
-
-    hint = "The portal's pagination was inconsistent; run again, and report the request id."
-
-
 class RedirectRefused(PortalError):
     """A redirect to another origin, answered as an error so the key never follows it."""
 

@@ -88,6 +88,7 @@ class FleetSync:
         self._listing: FleetListing | None = None
         self._users: UserDirectory | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._versions_noted: set[str] = set()
 
     # --- state ------------------------------------------------------------------------------
 
@@ -114,7 +115,7 @@ class FleetSync:
                     result.statistics = page.body["statistics"]
                 for raw in page.items:
                     row = records.coerce(raw, records.CONTROLLER_FIELDS)
-                    if row.get("pump_id") is None:
+                    if not (row.get("pump_id") or "").strip():
                         self.report.warn(f"a listing row without pump_id was ignored: {raw!r:.200}")
                         continue
                     # A pump seen twice in one shifting listing: the later copy is the newer.
@@ -165,7 +166,16 @@ class FleetSync:
             )
         self.report.pumps_changed = len(result.reported)
         self.report.controllers_updated = len(result.changed)
+        self._note_api_versions()
         return result
+
+    def _note_api_versions(self) -> None:
+        for version in sorted(self.client.stats.unexpected_api_versions - self._versions_noted):
+            self._versions_noted.add(version)
+            self.report.warn(
+                f"the portal answered api_version {version!r}; this sync implements v1 and read "
+                "the answers as v1 (check the portal's changelog)"
+            )
 
     def _visibility_row(self, pump_id: str, visible: bool) -> dict[str, Any]:
         return {"pump_id": pump_id, "changed_at": self.run_at, "is_visible": visible}
@@ -177,14 +187,21 @@ class FleetSync:
         try:
             statistics = self.client.statistics().get("statistics")
             endpoint = "/v1/stats"
-        except InsufficientScope as error:
+        except (InsufficientScope, ItemForbidden, ItemNotFound) as error:
+            # 403 without the reference's code, or 404 (a portal without /v1/stats): the
+            # listing carries the same object, so the snapshot is taken from there.
             listing = self.listing()
             if not listing.readable or listing.statistics is None:
                 self.report.skip_resource(
                     "fleet_snapshots", error, "the API key can read neither /v1/stats nor /v1/pumps"
                 )
                 return None
-            logger.info("no read:stats scope: fleet statistics taken from GET /v1/pumps")
+            if isinstance(error, InsufficientScope):
+                logger.info("no read:stats scope: fleet statistics taken from GET /v1/pumps")
+            else:
+                self.report.warn(
+                    f"GET /v1/stats answered {error}; fleet statistics taken from GET /v1/pumps"
+                )
             statistics, endpoint = listing.statistics, "/v1/pumps"
         if not isinstance(statistics, dict):
             self.report.warn("GET /v1/stats answered without a statistics object")
@@ -239,6 +256,7 @@ class FleetSync:
                 self.client.stats.rate_limited,
             )
         self._progress("%s: %d of %d detail calls done", resource, done, len(due), force=True)
+        self._note_api_versions()
 
     _last_progress = 0.0
 
@@ -266,20 +284,40 @@ class FleetSync:
             )
             directory.readable = False
             return directory
-        except InsufficientScope as error:
+        except (InsufficientScope, ItemForbidden, ItemNotFound) as error:
+            # A bare 403/404 here is not the reference's, but is no reason to lose the pumps.
             self.report.skip_resource(
                 "delegated_users", error, "the API key cannot read GET /v1/delegated-users"
             )
             directory.readable = False
             return directory
-        rows = body.get("delegated_users") or []
-        for raw in rows if isinstance(rows, list) else []:
-            if isinstance(raw, dict):
-                user = records.coerce(raw, records.DELEGATED_USER_FIELDS)
-                if user.get("user_id") is not None:
-                    directory.users.append(user)
+        rows = _object_list(body.get("delegated_users"))
+        if rows is None:
+            # Omitted or null is not "no users" (that is [] or 403 no_delegated_users): ending
+            # every link on it would rewrite history, so users and links stay as they were.
+            self.report.warn(
+                "GET /v1/delegated-users answered without a delegated_users list; users and "
+                "their pump links are left as they were"
+            )
+            directory.readable = False
+            return directory
+        by_id: dict[int, dict[str, Any]] = {}
+        for raw in rows:
+            user = records.coerce(raw, records.DELEGATED_USER_FIELDS)
+            if user.get("user_id") is None:
+                self.report.warn(
+                    f"a delegated user without a numeric user_id was ignored: {raw!r:.200}"
+                )
+                continue
+            if user["user_id"] in by_id:
+                self.report.warn(
+                    f"delegated user {user['user_id']} listed twice; the last row is kept"
+                )
+            by_id[user["user_id"]] = user
+        directory.users = list(by_id.values())
         self.report.users_listed = len(directory.users)
-        directory.link_rows = self._read_links([u["user_id"] for u in directory.users])
+        directory.link_rows = self._read_links(list(by_id))
+        self._note_api_versions()
         return directory
 
     def _read_links(self, user_ids: list[int]) -> list[dict[str, Any]]:
@@ -325,7 +363,7 @@ class FleetSync:
         for page in self.client.user_summary_pages(user_id, walk):
             for raw in page.items:
                 pump_id = records.to_text(raw.get("pump_id"))
-                if pump_id is not None:
+                if pump_id is not None and pump_id.strip():
                     links[pump_id] = bool(records.to_bool(raw.get("is_owner")))
         return links, walk.complete
 
@@ -384,3 +422,13 @@ class FleetSync:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+
+def _object_list(value: Any) -> list[dict[str, Any]] | None:
+    """The objects of a JSON list; an object keyed "0", "1", ... (a list with holes, as some
+    encoders send it) counts as one. None when there is no list at all."""
+    if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+        value = list(value.values())
+    if not isinstance(value, list):
+        return None
+    return [item for item in value if isinstance(item, dict)]

@@ -7,14 +7,16 @@ the table's types never depend on which pump happened to come first.
 
 Fields the reference does not document (new metadata fields, the element shapes of alarms and
 daily summaries) pass through `normalize_unknown`: numeric strings and ints become floats, so a
-later float cannot split the column either. Documented field names keep the API's nesting; dlt
-flattens them with `__` (`battery.soc` -> `battery__soc`). Raw tables say what the API said;
-the SQL staging models rename.
+later float cannot split the column either; ids and labels (`*_id`, `code`, `level`, ...) become
+text, so an alarm id sent as 7 here and "a-8" there cannot either. Documented field names keep
+the API's nesting; dlt flattens them with `__` (`battery.soc` -> `battery__soc`). Raw tables say
+what the API said; the SQL staging models rename.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import email.utils
 import hashlib
 import json
 import math
@@ -118,9 +120,10 @@ SUMMARY_FIELDS: dict[str, str] = {
     "data_source": "text",
 }
 
-# Keys whose numeric-looking strings are identifiers or labels, not quantities.
+# Keys whose values are identifiers or labels, not quantities: always text, numbers included.
 _LABEL_KEY = re.compile(r"(^|_)(id|code|name|date|key|version|serial|level)$")
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+_BIGINT_MAX = 2**63 - 1
 
 
 def column_hints(fields: Mapping[str, str], **extra: str) -> dict[str, TColumnSchema]:
@@ -174,7 +177,10 @@ def to_float(value: Any) -> float | None:
 
 def to_int(value: Any) -> int | None:
     number = to_float(value)
-    return None if number is None else int(round(number))
+    if number is None or abs(number) > _BIGINT_MAX:
+        # A count beyond a 64-bit integer is nonsense, and would fail the whole load.
+        return None
+    return int(round(number))
 
 
 def to_bool(value: Any) -> bool | None:
@@ -184,9 +190,9 @@ def to_bool(value: Any) -> bool | None:
         return value != 0
     if isinstance(value, str):
         text = value.strip().lower()
-        if text in ("true", "1", "yes", "y", "t", "1.0"):
+        if text in ("true", "1", "yes", "y", "t", "1.0", "on"):
             return True
-        if text in ("false", "0", "no", "n", "f", "0.0"):
+        if text in ("false", "0", "no", "n", "f", "0.0", "off"):
             return False
     return None
 
@@ -211,15 +217,29 @@ def to_timestamp(value: Any) -> dt.datetime | None:
     text = value.strip()
     if _NUMBER.match(text):
         return to_timestamp(float(text))
+    if not any(c.isdigit() for c in text):
+        # pendulum reads "now" and "today" as the wall clock: a placeholder, not a time.
+        return None
     try:
         parsed = pendulum.parse(text, tz="UTC")
     except (ValueError, TypeError, OverflowError, pendulum.parsing.exceptions.ParserError):
-        return None
+        return _http_date(text)
     if not isinstance(parsed, dt.datetime):
         if isinstance(parsed, dt.date):
             return pendulum.datetime(parsed.year, parsed.month, parsed.day, tz="UTC")
         return None
     return parsed.in_timezone("UTC")
+
+
+def _http_date(text: str) -> dt.datetime | None:
+    """RFC 2822 / HTTP dates ("Thu, 20 Mar 2025 10:00:00 GMT", JavaScript's toUTCString)."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.UTC)
+    return pendulum.instance(parsed).in_timezone("UTC")
 
 
 def to_date(value: Any) -> dt.date | None:
@@ -251,9 +271,13 @@ def normalize_unknown(value: Any, key: str = "") -> Any:
         return [normalize_unknown(v, key) for v in value]
     if isinstance(value, bool) or value is None:
         return value
+    if _LABEL_KEY.search(key):
+        # Ids and labels stay text whichever form they come in ("id": 7 here, "a-8" there):
+        # a number first would type the column double and split off a variant on the first word.
+        return to_text(value)
     if isinstance(value, int | float):
         return to_float(value)
-    if isinstance(value, str) and _NUMBER.match(value.strip()) and not _LABEL_KEY.search(key):
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
         return to_float(value)
     return value
 
