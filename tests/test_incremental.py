@@ -110,7 +110,9 @@ def test_listing_shift_removal_ahead_catches_up_next_run(emulator, fleet, pipeli
             fleet.remove_pump(removed)
 
     emulator.on_request(remove_before_page_2)
-    first = paged_sync(emulator, pipeline)
+    # pages read one after another, so exactly one pump slides across the page 1/2 boundary
+    # (read-ahead would let the removal land before or after pages 3-5 as timing has it)
+    first = paged_sync(emulator, pipeline, page_read_ahead=0)
     emulator.on_request(None)
 
     # the first pump of page 2 slid onto page 1 after it was read: missed, and nothing is

@@ -10,6 +10,7 @@ retries and paginators give. Connection pooling, TLS and redirect handling stay 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import email.utils
 import ipaddress
 import logging
@@ -121,6 +122,7 @@ class PortalClient:
         pool_size: int = settings.DEFAULT_CONCURRENCY,
         max_retry_after: float = settings.MAX_RETRY_AFTER_SECONDS,
         allow_insecure_http: bool = False,
+        read_ahead: int = settings.DEFAULT_PAGE_READ_AHEAD,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -141,6 +143,8 @@ class PortalClient:
         self.backoff_seconds = backoff_seconds
         self.max_retry_after = max_retry_after
         self.pacer = pacer or RequestPacer()
+        self.read_ahead = max(0, read_ahead)
+        self._page_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.stats = ClientStats()
         self._stats_lock = threading.Lock()
         self.session = requests.Session()
@@ -155,7 +159,17 @@ class PortalClient:
         self.session.mount("https://", adapter)
 
     def close(self) -> None:
+        if self._page_pool is not None:
+            self._page_pool.shutdown(wait=False, cancel_futures=True)
         self.session.close()
+
+    def _pages_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._stats_lock:
+            if self._page_pool is None:
+                self._page_pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=max(1, self.read_ahead), thread_name_prefix="portal-pages"
+                )
+            return self._page_pool
 
     # --- endpoints -------------------------------------------------------------------------
 
@@ -190,6 +204,24 @@ class PortalClient:
         alone: a server that keeps saying `has_next`, repeats pages, answers another page than
         asked, or rejects a page it announced ends the walk with the listing flagged incomplete.
         """
+        # Pages announced by `pagination.pages` are requested ahead, `read_ahead` at a time, and
+        # still handled strictly in order: 100 pages at 20 ms no longer cost 2 s of waiting.
+        ahead: dict[int, concurrent.futures.Future[JSON]] = {}
+        try:
+            yield from self._walk(path, listing, ahead)
+        finally:
+            for future in ahead.values():
+                future.cancel()
+
+    def _walk(
+        self, path: str, listing: Listing, ahead: dict[int, concurrent.futures.Future[JSON]]
+    ) -> Iterator[Page]:
+        def fetch(page: int, limit: int) -> JSON:
+            future = ahead.pop(page, None)
+            if future is not None:
+                return future.result()
+            return self.get(path, {"page": page, "limit": limit})
+
         number = 1
         seen_ids: set[str] = set()
         anonymous = 0
@@ -203,7 +235,7 @@ class PortalClient:
         limit = self.page_size
         while True:
             try:
-                body = self.get(path, {"page": number, "limit": limit})
+                body = fetch(number, limit)
             except (InvalidRequest, ItemNotFound) as error:
                 if number == 1:
                     smaller = self._smaller_limit(error, limit)
@@ -247,6 +279,10 @@ class PortalClient:
             if pages is not None:
                 bound = pages + settings.EXTRA_PAGES_ALLOWED
                 max_pages = bound if max_pages is None else max(max_pages, bound)
+                for later in range(number + 1, min(pages, number + self.read_ahead) + 1):
+                    if later not in ahead:
+                        query = {"page": later, "limit": limit}
+                        ahead[later] = self._pages_pool().submit(self.get, path, query)
             yield Page(items=items, body=body, number=number)
 
             has_next = pagination.get("has_next")

@@ -23,6 +23,9 @@ DEFAULT_RETRY_AFTER_SECONDS = 1.0
 # A request is given up only after this many consecutive 429s (hours of waiting at the cap).
 MAX_RATE_LIMITED_ATTEMPTS = 100
 
+# Listing pages requested ahead of the one being read (once `pagination.pages` is known).
+DEFAULT_PAGE_READ_AHEAD = 4
+
 # Concurrent per-pump / per-user detail requests.
 DEFAULT_CONCURRENCY = 8
 
