@@ -188,7 +188,7 @@ def user_pump_links(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
     primary_key="pump_id",
     columns=records.column_hints(records.METADATA_FIELDS, fetched_at="timestamp"),
 )
-def pump_metadata(sync: FleetSync) -> Iterator[dict[str, Any]]:
+def pump_metadata(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
     """GET /v1/pumps/:pumpId/metadata for pumps that reported, are new, or are past the max age.
     Merged on `pump_id`; metadata fields that appear later become new columns."""
 
@@ -207,7 +207,7 @@ def pump_metadata(sync: FleetSync) -> Iterator[dict[str, Any]]:
     primary_key=("pump_id", "fetched_at"),
     columns=records.column_hints(records.SUMMARY_FIELDS, fetched_at="timestamp", pump_id="text"),
 )
-def pump_summaries(sync: FleetSync) -> Iterator[dict[str, Any]]:
+def pump_summaries(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
     """GET /v1/pumps/:pumpId/summary for the same pumps as the metadata. One row per fetch
     (history); `recent_alarms.alarms` and `week_trends.daily_summaries` become the child tables
     `pump_summaries__recent_alarms__alarms` and `pump_summaries__week_trends__daily_summaries`."""

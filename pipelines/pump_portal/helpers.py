@@ -215,11 +215,11 @@ class FleetSync:
         """Pumps whose `last_seen` moved, never fetched, or fetched longer ago than the max age."""
         listing = self.listing()
         fetched = self.state.setdefault("details", {}).setdefault(resource, {})
-        oldest = self.run_at - self.details_max_age
+        oldest = (self.run_at - self.details_max_age).timestamp()
         due = []
         for pump_id in listing.rows:
             at = fetched.get(pump_id)
-            if pump_id in listing.reported or at is None or records.to_timestamp(at) <= oldest:
+            if pump_id in listing.reported or at is None or _epoch(at) <= oldest:
                 due.append(pump_id)
         return due
 
@@ -228,26 +228,39 @@ class FleetSync:
         resource: str,
         fetch: Callable[[str], dict[str, Any]],
         to_row: Callable[[str, dict[str, Any]], dict[str, Any]],
-    ) -> Iterator[dict[str, Any]]:
-        """Fan out one detail call per due pump; 403/404 skip that pump, the run goes on."""
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Fan out one detail call per due pump; 403/404 skip that pump, the run goes on.
+
+        Rows come in lists of up to 100: dlt handles a list as one item."""
         due = self.pumps_needing(resource)
         fetched = self.state["details"][resource]
+        # Epoch seconds: compared for every pump on every run, parsed never.
+        stamp = int(self.run_at.timestamp())
         logger.info("%s: %d detail calls due", resource, len(due))
         done = 0
-        for pump_id, outcome in self._fan_out(fetch, due):
+        batch: list[dict[str, Any]] = []
+
+        def fetch_row(pump_id: str) -> dict[str, Any]:
+            # Coercion runs in the worker too, off the main thread dlt extracts on.
+            return to_row(pump_id, fetch(pump_id))
+
+        for pump_id, outcome in self._fan_out(fetch_row, due):
             done += 1
             self.report.detail_calls += 1
             if isinstance(outcome, ItemForbidden | ItemNotFound):
                 self.report.skip_item(resource, "pump", pump_id, outcome)
-                fetched[pump_id] = records.iso(self.run_at)
+                fetched[pump_id] = stamp
                 continue
             if isinstance(outcome, InsufficientScope | NoDelegatedUsers):
                 self.report.skip_resource(resource, outcome, "the API key cannot read it")
                 return
             if isinstance(outcome, BaseException):
                 raise outcome
-            fetched[pump_id] = records.iso(self.run_at)
-            yield to_row(pump_id, outcome)
+            fetched[pump_id] = stamp
+            batch.append(outcome)
+            if len(batch) >= 100:
+                yield batch
+                batch = []
             self._progress(
                 "%s: %d of %d detail calls done, %d rate-limit waits",
                 resource,
@@ -255,6 +268,8 @@ class FleetSync:
                 len(due),
                 self.client.stats.rate_limited,
             )
+        if batch:
+            yield batch
         self._progress("%s: %d of %d detail calls done", resource, done, len(due), force=True)
         self._note_api_versions()
 
@@ -432,3 +447,11 @@ def _object_list(value: Any) -> list[dict[str, Any]] | None:
     if not isinstance(value, list):
         return None
     return [item for item in value if isinstance(item, dict)]
+
+
+def _epoch(value: Any) -> float:
+    """A stored fetch time: epoch seconds (or, from older state, an ISO string)."""
+    if isinstance(value, int | float):
+        return float(value)
+    parsed = records.to_timestamp(value)
+    return parsed.timestamp() if parsed is not None else 0.0

@@ -24,6 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 import pendulum
 from dlt.common.schema.typing import TColumnSchema
 
@@ -283,9 +284,12 @@ def normalize_unknown(value: Any, key: str = "") -> Any:
 
 
 def fingerprint(row: Mapping[str, Any]) -> str:
-    """A short stable hash of a row, to tell whether anything in a listing row changed."""
-    text = json.dumps(row, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    """A short stable hash of a row, to tell whether anything in a listing row changed.
+
+    orjson (which dlt already depends on) is about 10x faster than json.dumps here, and this
+    runs for every listed pump on every run."""
+    text = orjson.dumps(row, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str)
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def iso(value: dt.datetime | None) -> str | None:
