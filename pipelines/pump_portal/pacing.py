@@ -47,8 +47,11 @@ class RequestPacer:
         self._starts: collections.deque[float] = collections.deque()
         self._paused_until = 0.0
         self._last_reset: float | None = None
+        self._pause_began: float | None = None
+        # When the calling thread's current request was admitted, to tell which window its
+        # 429 belongs to.
+        self._local = threading.local()
         self._longest_retry_after = 0.0
-        self._started_since_resume = 0
         self.waited_seconds = 0.0
         self.pauses = 0
 
@@ -71,7 +74,7 @@ class RequestPacer:
                         ready_at = max(ready_at, self._starts[-self._budget] + self._window)
                 if ready_at <= now:
                     self._starts.append(now)
-                    self._started_since_resume += 1
+                    self._local.started = now
                     if self._budget is None and len(self._starts) > 4096:
                         self._starts.popleft()
                     self.waited_seconds += waited
@@ -83,30 +86,36 @@ class RequestPacer:
     def rate_limited(self, retry_after: float) -> None:
         """A 429 arrived: every worker waits until `retry_after` seconds from now.
 
-        Learning needs two consecutive windows: the first 429 only tells when a window ends; a
-        429 in the window that opened then tells how many requests that window held (at least
+        A 429 for a request that started before the current pause began belongs to the window
+        that pause already waits out: it changes nothing (16 workers in flight would otherwise
+        count 16 pauses). Learning needs two consecutive windows: the first 429 only tells when
+        a window ends; a 429 in the window that opened then tells how many requests that window
+        held: the starts between that reset and this request's start (at least
         `MIN_LEARNED_BUDGET`, so a stray 429 cannot throttle the run to a crawl).
         """
         with self._lock:
             now = self._clock()
+            started = getattr(self._local, "started", now)
+            if self._pause_began is not None and started < self._pause_began:
+                return
             until = now + retry_after
             if until <= self._paused_until:
-                return  # another worker's 429 of the same window already paused everyone
+                return
             self.pauses += 1
-            admitted = self._started_since_resume - 1  # this request was not admitted
             # Retry-After never exceeds the window, so the longest one seen bounds it from below;
             # a 429 later than that after the last reset is not in the window that reset opened.
             self._longest_retry_after = max(self._longest_retry_after, retry_after)
-            if (
-                self._learn
-                and self._last_reset is not None
-                and self._last_reset <= now <= self._last_reset + self._longest_retry_after
-                and admitted >= MIN_LEARNED_BUDGET
-            ):
-                window = max(until - self._last_reset, 0.001)
-                if self._budget is None or admitted < self._budget:
-                    self._budget, self._window = admitted, window
-                    logger.info("learned rate limit: %d requests per %.2f s", admitted, window)
+            if self._learn and self._last_reset is not None:
+                reset = self._last_reset
+                admitted = sum(1 for t in self._starts if reset <= t < started)
+                in_window = reset <= now <= reset + self._longest_retry_after
+                if in_window and admitted >= MIN_LEARNED_BUDGET:
+                    # Retry-After is whole seconds, rounded up: two rounded resets can come out
+                    # closer than the real window, never farther than the longest wait seen.
+                    window = max(until - reset, self._longest_retry_after)
+                    if self._budget is None or admitted < self._budget:
+                        self._budget, self._window = admitted, window
+                        logger.info("learned rate limit: %d requests per %.2f s", admitted, window)
             self._paused_until = until
+            self._pause_began = now
             self._last_reset = until
-            self._started_since_resume = 0
