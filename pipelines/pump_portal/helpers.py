@@ -51,7 +51,7 @@ _LAST_SEEN, _FINGERPRINT, _VISIBLE = 0, 1, 2
 class FleetListing:
     """The controllers listing of this run, diffed against state."""
 
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # pump_id -> the raw row
     changed: list[dict[str, Any]] = field(default_factory=list)
     observations: list[dict[str, Any]] = field(default_factory=list)
     visibility: list[dict[str, Any]] = field(default_factory=list)
@@ -114,12 +114,12 @@ class FleetSync:
                 if result.statistics is None and isinstance(page.body.get("statistics"), dict):
                     result.statistics = page.body["statistics"]
                 for raw in page.items:
-                    row = records.coerce(raw, records.CONTROLLER_FIELDS)
-                    if not (row.get("pump_id") or "").strip():
+                    pump_id = records.to_text(raw.get("pump_id"))
+                    if not (pump_id or "").strip():
                         self.report.warn(f"a listing row without pump_id was ignored: {raw!r:.200}")
                         continue
                     # A pump seen twice in one shifting listing: the later copy is the newer.
-                    result.rows[row["pump_id"]] = row
+                    result.rows[pump_id] = raw
                 self._progress(
                     "controllers: page %d, %d pumps listed of %s",
                     page.number,
@@ -136,10 +136,16 @@ class FleetSync:
         self.report.listing_complete = walk.complete
         self.report.pumps_listed = len(result.rows)
         pumps = self._pump_state()
-        for pump_id, row in result.rows.items():
+        for pump_id, raw in result.rows.items():
             known = pumps.get(pump_id)
+            # The raw row's hash first: an unchanged pump (most of them, most runs) costs one
+            # hash and no coercion.
+            mark = records.fingerprint(raw)
+            if known is not None and known[_FINGERPRINT] == mark and known[_VISIBLE]:
+                continue
+            row = records.coerce(raw, records.CONTROLLER_FIELDS)
+            row["pump_id"] = pump_id
             seen = records.iso(row.get("last_seen"))
-            mark = records.fingerprint(row)
             if known is None or known[_LAST_SEEN] != seen:
                 result.reported.add(pump_id)
                 if row.get("last_seen") is not None:
