@@ -51,7 +51,20 @@ def test_sixteen_workers_stay_within_the_shared_budget(limited_emulator, pipelin
     # The only 404s are the never-seen pumps' details, which the report lists as skipped.
     skipped = collections.Counter(item.code for item in result.report.skipped)
     assert set(skipped) <= {"not_found"}
-    assert max(emu.rate_limited_per_window.values(), default=0) <= 1, (
-        emu.rate_limited_per_window
-    )
+    assert max(emu.rate_limited_per_window.values(), default=0) <= 1, emu.rate_limited_per_window
     assert stats.rate_limited == sum(emu.rate_limited_per_window.values())
+
+
+def test_without_a_configured_budget_429s_never_fail_the_run(limited_emulator, pipeline):
+    emu = limited_emulator
+
+    result = sync(emu, pipeline, concurrency=16)
+
+    assert result.error is None, result.error
+    assert result.outcome in ("success", "partial")
+    stats = result.report.client_stats
+    assert stats.rate_limited > 0  # the portal did refuse: the budget was only learned
+    assert stats.retries == 0  # a 429 is waited out, never counted as a failed attempt
+    assert stats.rate_limited == sum(emu.rate_limited_per_window.values())
+    unexpected = {k: n for k, n in emu.status_counts.items() if k[1] not in (200, 404, 429)}
+    assert unexpected == {}
