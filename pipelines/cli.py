@@ -18,6 +18,7 @@ from pathlib import Path
 import dlt
 from dlt.common.configuration.exceptions import ConfigFieldMissingException
 
+from .models import build_models
 from .pump_portal.errors import (
     AuthenticationError,
     InsufficientScope,
@@ -32,8 +33,10 @@ from .warehouse import (
     DEFAULT_LOCK_WAIT_SECONDS,
     DestinationLocked,
     publish,
+    published_file,
     wait_for_write_lock,
     wait_schedule,
+    working_file,
 )
 
 logger = logging.getLogger("pipelines")
@@ -102,20 +105,20 @@ def command_run(args: argparse.Namespace) -> int:
     except RunInProgress as busy:
         return fail(EXIT_LOCKED, str(busy), f"lock file {busy.path}; it frees when that run exits")
     try:
-        working = duckdb_file(pipeline)
+        working = working_file(pipeline)
         if working is not None:
             try:
                 budget = dlt.config.get("sync.lock_wait_seconds", float)
                 wait_for_write_lock(working, wait_schedule(budget or DEFAULT_LOCK_WAIT_SECONDS))
             except DestinationLocked as locked:
                 return fail(EXIT_DESTINATION, f"destination locked: {locked}", locked.hint)
-        build = None if args.no_models else _model_builder()
+        build = None if args.no_models else build_models
         result = run_sync(pipeline, full_refresh=args.full_refresh, build_models=build)
-        published = None
-        if working is not None and result.error is None:
-            target = dlt.config.get("sync.publish_to", str)
-            if target:
-                published = publish(working, Path(target))
+        published = published_file()
+        if working is not None and published is not None and result.error is None:
+            publish(working, published)
+        else:
+            published = None
         if sys.stderr.isatty():
             sys.stderr.write("\r\x1b[K")  # end the live progress line
         print_summary(result, pipeline, published)
@@ -124,20 +127,11 @@ def command_run(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def duckdb_file(pipeline: dlt.Pipeline) -> Path | None:
-    """The working DuckDB file, or None for other destinations."""
-    if pipeline.destination is None or pipeline.destination.destination_name != "duckdb":
-        return None
-    return Path(pipeline.destination_client().config.credentials.database)
-
-
 def command_models(args: argparse.Namespace) -> int:
-    from .models import build_models
-
     pipeline = make_pipeline()
     try:
         built = build_models(pipeline)
-        working = duckdb_file(pipeline)
+        working = working_file(pipeline)
         target = dlt.config.get("sync.publish_to", str)
         if working is not None and target:
             publish(working, Path(target))
@@ -145,14 +139,6 @@ def command_models(args: argparse.Namespace) -> int:
         return fail(EXIT_DESTINATION, f"models failed: {describe(error)}", "see the log above")
     print(f"built {len(built)} models: {', '.join(built)}")
     return EXIT_OK
-
-
-def _model_builder():  # type: ignore[no-untyped-def]
-    try:
-        from .models import build_models
-    except ImportError:
-        return None
-    return build_models
 
 
 class LiveLine(logging.Handler):

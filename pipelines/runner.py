@@ -18,6 +18,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 from .pump_portal import RunReport, pump_portal
 from .pump_portal.errors import InsufficientScope, PortalError
 from .pump_portal.records import column_hints
+from .warehouse import is_duckdb
 
 logger = logging.getLogger(__name__)
 
@@ -154,10 +155,7 @@ def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
     """parquet for DuckDB: INSERT statements held a 20,000-pump load in 5 GB of memory and spent
     47 s loading it; parquet takes under 500 MB and 2 s. jsonl is as fast but DuckDB re-infers
     its types, rewriting timestamp-looking text (bench/RESULTS.md). Others keep dlt's choice."""
-    destination = pipeline.destination
-    if destination is not None and destination.destination_name == "duckdb":
-        return "parquet"
-    return None
+    return "parquet" if is_duckdb(pipeline) else None
 
 
 def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:

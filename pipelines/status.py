@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from pathlib import Path
 from typing import Any
 
 import dlt
@@ -16,6 +15,7 @@ import duckdb
 import pendulum
 
 from .runner import make_pipeline
+from .warehouse import published_file, working_file
 
 DEFAULT_MAX_STALENESS_MINUTES = 60.0
 EXIT_OK, EXIT_STALE = 0, 11
@@ -73,10 +73,10 @@ def command_status(args: argparse.Namespace) -> int:
 
 
 def _query(pipeline: dlt.Pipeline, dataset: str) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
-    if pipeline.destination is not None and pipeline.destination.destination_name == "duckdb":
-        published = dlt.config.get("sync.publish_to", str)
-        working = Path(pipeline.destination_client().config.credentials.database)
-        path = Path(published) if published and Path(published).exists() else working
+    working = working_file(pipeline)
+    if working is not None:
+        published = published_file()
+        path = published if published is not None and published.exists() else working
         with duckdb.connect(str(path), read_only=True) as connection:
             runs = connection.execute(LAST_RUNS.format(dataset=dataset)).fetchall()
             fresh = connection.execute(FRESHNESS.format(dataset=dataset)).fetchone()

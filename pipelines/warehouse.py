@@ -18,11 +18,30 @@ import shutil
 import time
 from pathlib import Path
 
+import dlt
 import duckdb
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOCK_WAIT_SECONDS = 30.0
+
+
+def is_duckdb(pipeline: dlt.Pipeline) -> bool:
+    destination = pipeline.destination
+    return destination is not None and destination.destination_name == "duckdb"
+
+
+def working_file(pipeline: dlt.Pipeline) -> Path | None:
+    """The sync's working DuckDB file, or None for other destinations."""
+    if not is_duckdb(pipeline):
+        return None
+    return Path(pipeline.destination_client().config.credentials.database)
+
+
+def published_file() -> Path | None:
+    """Where readers find the published copy (`[sync] publish_to`), if one is configured."""
+    target = dlt.config.get("sync.publish_to", str)
+    return Path(target) if target else None
 
 
 def wait_schedule(total_seconds: float) -> tuple[float, ...]:
