@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
-import dlt
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
+import duckdb
+from dlt.common.configuration.exceptions import (
+    ConfigFieldMissingException,
+    ConfigurationException,
+    ConfigValueCannotBeCoercedException,
+)
 
-from .models import build_models
+from .console import end_live_line, fail, install_progress, say
+from .deployment import ConfigError, SyncSettings
+from .models import ModelSettings, build_models
 from .pump_portal.errors import (
     AuthenticationError,
     InsufficientScope,
@@ -30,10 +37,8 @@ from .pump_portal.errors import (
 from .run_lock import RunInProgress, RunLock
 from .runner import SyncResult, describe, make_pipeline, run_sync
 from .warehouse import (
-    DEFAULT_LOCK_WAIT_SECONDS,
     DestinationLocked,
     publish,
-    published_file,
     wait_for_write_lock,
     wait_schedule,
     working_file,
@@ -43,21 +48,40 @@ logger = logging.getLogger("pipelines")
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # unexpected error (a bug): the traceback is in the log
-EXIT_CONFIG = 2  # missing key, bad URL, bad setting
+EXIT_CONFIG = 2  # missing key, bad URL, bad setting, bad command line
 EXIT_AUTH = 3  # 401, or 403 on everything
 EXIT_API_UNAVAILABLE = 4  # 5xx, connection errors or non-JSON after retries
-EXIT_DESTINATION = 5  # the warehouse could not be written
+EXIT_DESTINATION = 5  # the warehouse (or the deployment's local files) could not be written
 EXIT_LOCKED = 6  # another run of this pipeline is in progress
 EXIT_BAD_REQUEST = 7  # 400 from the portal: a bug or a bad setting
-EXIT_PARTIAL = 10  # loaded, but some items or resources were skipped (see skipped_items)
+EXIT_PARTIAL = 10  # loaded, but some items or resources need a look (see skipped_items)
 EXIT_STALE = 11  # `status`: the data is older than the threshold, or the last run failed
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pump-portal", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="sync the portal into the destination")
+
+class CommandLine(argparse.ArgumentParser):
+    """argparse that reports a mistake as the job reports every failure: one line and a hint."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(EXIT_CONFIG, message, f"see `{self.prog} --help`")
+        raise SystemExit(EXIT_CONFIG)
+
+
+def build_parser() -> CommandLine:
+    # --log-level works before and after the command (`pump-portal status --log-level DEBUG`):
+    # the subcommands' copy leaves the value alone unless it is given there.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=argparse.SUPPRESS,
+        help="DEBUG, INFO, WARNING or ERROR (default INFO)",
+    )
+    parser = CommandLine(prog="pump-portal", description=__doc__.splitlines()[0], parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=CommandLine)
+    run = commands.add_parser("run", parents=[common], help="sync the portal into the destination")
     run.add_argument(
         "--full-refresh",
         action="store_true",
@@ -65,119 +89,149 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run.add_argument("--destination", help="override [pipelines.pump_portal] destination_type")
     run.add_argument("--no-models", action="store_true", help="skip building sql/ models")
-    commands.add_parser("models", help="build the sql/ models on the destination")
-    status = commands.add_parser("status", help="last runs and freshness; exit 11 when stale")
+    commands.add_parser("models", parents=[common], help="build the sql/ models on the destination")
+    status = commands.add_parser(
+        "status", parents=[common], help="last runs and freshness; exit 11 when stale"
+    )
     status.add_argument(
         "--max-age-minutes",
         type=float,
         default=None,
         help="stale threshold (default [sync] max_staleness_minutes or 60)",
     )
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=getattr(args, "log_level", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
     install_progress(sys.stderr)
-    if args.command == "run":
-        return command_run(args)
-    if args.command == "status":
-        from .status import command_status
+    try:
+        if args.command == "run":
+            return command_run(args)
+        if args.command == "status":
+            from .status import command_status
 
-        return command_status(args)
-    return command_models(args)
+            return command_status(args)
+        return command_models(args)
+    except (ConfigError, ConfigurationException) as error:
+        return fail(EXIT_CONFIG, f"configuration error: {config_problem(error)}", CONFIG_HINT)
+
+
+CONFIG_HINT = (
+    "settings come from the environment, .dlt/secrets.toml and .dlt/config.toml; "
+    "see Configuration in the README"
+)
 
 
 def command_run(args: argparse.Namespace) -> int:
-    try:
-        pipeline = make_pipeline(destination=args.destination)
-    except Exception as error:  # noqa: BLE001
-        return fail(
-            EXIT_CONFIG,
-            f"configuration error: {describe(error)}",
-            "check [pipelines.pump_portal] in .dlt/config.toml",
-        )
+    sync_settings = SyncSettings.from_config()
+    if not args.no_models:
+        ModelSettings.from_config()  # a bad [models] setting fails now, before any extract
+    pipeline = make_pipeline(destination=args.destination)
     lock = RunLock(Path(pipeline.working_dir) / "run.lock")
     try:
         lock.acquire()
     except RunInProgress as busy:
         return fail(EXIT_LOCKED, str(busy), f"lock file {busy.path}; it frees when that run exits")
+    except OSError as error:
+        return fail(
+            EXIT_DESTINATION,
+            f"cannot write the pipelines folder {pipeline.pipelines_dir}: {os_reason(error)}",
+            "the job keeps its state there ([pipelines.pump_portal] pipelines_dir); "
+            "run it from a writable folder or point that setting at one",
+        )
     try:
         working = working_file(pipeline)
         if working is not None:
             try:
-                budget = dlt.config.get("sync.lock_wait_seconds", float)
-                wait_for_write_lock(working, wait_schedule(budget or DEFAULT_LOCK_WAIT_SECONDS))
+                wait_for_write_lock(working, wait_schedule(sync_settings.lock_wait_seconds))
             except DestinationLocked as locked:
                 return fail(EXIT_DESTINATION, f"destination locked: {locked}", locked.hint)
+            except (duckdb.Error, OSError) as error:
+                return fail(
+                    EXIT_DESTINATION,
+                    f"cannot open the working DuckDB file {working}: {os_reason(error)}",
+                    "run from a writable folder, or move the file with "
+                    "DESTINATION__DUCKDB__CREDENTIALS (or [destination.duckdb] credentials in "
+                    ".dlt/secrets.toml); nothing was extracted",
+                )
         build = None if args.no_models else build_models
         result = run_sync(pipeline, full_refresh=args.full_refresh, build_models=build)
-        published = published_file()
-        if working is not None and published is not None and result.error is None:
-            publish(working, published)
-        else:
-            published = None
-        if sys.stderr.isatty():
-            sys.stderr.write("\r\x1b[K")  # end the live progress line
+        published: Path | None = None
+        publish_error: BaseException | None = None
+        if working is not None and sync_settings.publish_to and result.error is None:
+            try:
+                published = publish(working, Path(sync_settings.publish_to))
+            except (duckdb.Error, OSError) as error:
+                publish_error = error
+        end_live_line()
         print_summary(result, pipeline, published)
+        if publish_error is not None:
+            return fail(
+                EXIT_DESTINATION,
+                f"could not publish the reader copy {sync_settings.publish_to}: "
+                f"{os_reason(publish_error)}",
+                f"the run's data is loaded in {working}; make [sync] publish_to "
+                "(SYNC__PUBLISH_TO) a writable path, and the next run publishes it",
+            )
         return exit_for(result)
     finally:
         lock.release()
 
 
 def command_models(args: argparse.Namespace) -> int:
+    sync_settings = SyncSettings.from_config()
+    ModelSettings.from_config()
     pipeline = make_pipeline()
     try:
         built = build_models(pipeline)
         working = working_file(pipeline)
-        target = dlt.config.get("sync.publish_to", str)
-        if working is not None and target:
-            publish(working, Path(target))
+        if working is not None and sync_settings.publish_to:
+            publish(working, Path(sync_settings.publish_to))
+    except (ConfigError, ConfigurationException):
+        raise
     except Exception as error:  # noqa: BLE001
-        return fail(EXIT_DESTINATION, f"models failed: {describe(error)}", "see the log above")
-    print(f"built {len(built)} models: {', '.join(built)}")
+        logger.debug("models failed", exc_info=error)
+        return fail(
+            EXIT_DESTINATION,
+            f"models failed: {describe(error)}",
+            "check the destination (credentials, a process holding the DuckDB file); "
+            "--log-level DEBUG shows the traceback",
+        )
+    say(f"built {len(built)} models: {', '.join(built)}")
     return EXIT_OK
 
 
-class LiveLine(logging.Handler):
-    """On a terminal: one progress line redrawn in place."""
-
-    def __init__(self, stream) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(logging.INFO)
-        self.stream = stream
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.stream.write("\r\x1b[K" + record.getMessage())
-        self.stream.flush()
-
-
-class SteadyPace(logging.Filter):
-    """Without a terminal (cron, CI): at most one progress line every `seconds`."""
-
-    def __init__(self, seconds: float = 10.0) -> None:
-        super().__init__()
-        self.seconds = seconds
-        self.last = 0.0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        now = time.monotonic()
-        if now - self.last < self.seconds:
-            return False
-        self.last = now
-        return True
+def config_problem(error: BaseException) -> str:
+    """What is wrong with a setting, naming it and the variable that holds the bad value."""
+    if isinstance(error, ConfigValueCannotBeCoercedException):
+        kind = getattr(error.hint, "__name__", str(error.hint))
+        where = env_holding(error.field_name, error.field_value)
+        return f"{error.field_name} = {error.field_value!r} is not a valid {kind} (set in {where})"
+    if isinstance(error, ConfigFieldMissingException):
+        return f"missing {', '.join(error.fields)} ({error.spec_name})"
+    return describe(error).split(": ", 1)[-1] if not isinstance(error, ConfigError) else str(error)
 
 
-def install_progress(stream) -> None:  # type: ignore[no-untyped-def]
-    progress = logging.getLogger("pipelines.progress")
-    if logging.getLogger().getEffectiveLevel() > logging.INFO:
-        return
-    if stream.isatty():
-        progress.propagate = False
-        progress.addHandler(LiveLine(stream))
-    else:
-        progress.addFilter(SteadyPace())
+def env_holding(field: str, value: object) -> str:
+    """The environment variable that set `field` to `value`, else the config files."""
+    suffix = "__" + field.upper()
+    for name, current in sorted(os.environ.items()):
+        if name.endswith(suffix) and current == str(value):
+            return name
+    return ".dlt/config.toml or .dlt/secrets.toml"
+
+
+def os_reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
 
 
 def exit_for(result: SyncResult) -> int:
@@ -186,11 +240,10 @@ def exit_for(result: SyncResult) -> int:
         return EXIT_PARTIAL if result.outcome == "partial" else EXIT_OK
     if isinstance(error, ConfigFieldMissingException):
         return fail(
-            EXIT_CONFIG,
-            f"configuration missing: {', '.join(error.fields)}",
-            "set SOURCES__PUMP_PORTAL__API_KEY / SOURCES__PUMP_PORTAL__BASE_URL or "
-            ".dlt/secrets.toml and .dlt/config.toml ([sources.pump_portal])",
+            EXIT_CONFIG, f"configuration missing: {config_problem(error)}", missing_hint(error)
         )
+    if isinstance(error, ConfigError | ConfigurationException):
+        return fail(EXIT_CONFIG, f"configuration error: {config_problem(error)}", CONFIG_HINT)
     if isinstance(error, PortalError):
         code = EXIT_API_UNAVAILABLE
         if isinstance(error, AuthenticationError | InsufficientScope | ItemForbidden):
@@ -207,6 +260,13 @@ def exit_for(result: SyncResult) -> int:
             f"configuration error: {describe(error)}",
             "check [sources.pump_portal] in .dlt/config.toml",
         )
+    if result.failed_step == "models":
+        return fail(
+            EXIT_DESTINATION,
+            f"models failed: {describe(error)}",
+            "the sync's data is loaded; check the destination (a process holding it, space, "
+            "permissions) and run `pump-portal models`; --log-level DEBUG shows the traceback",
+        )
     if result.failed_step in ("load", "sync"):
         return fail(
             EXIT_DESTINATION,
@@ -215,12 +275,21 @@ def exit_for(result: SyncResult) -> int:
             "the data is kept and loads on the next run",
         )
     logger.error("unexpected failure", exc_info=error)
-    return fail(EXIT_FAILED, f"sync failed: {describe(error)}", "see the log above")
+    return fail(EXIT_FAILED, f"sync failed: {describe(error)}", "see the traceback above")
 
 
-def fail(code: int, message: str, hint: str) -> int:
-    print(f"ERROR: {message}\n  -> {hint}", file=sys.stderr)
-    return code
+def missing_hint(error: ConfigFieldMissingException) -> str:
+    """Where to set what is missing: the destination's credentials or the portal's key/URL."""
+    if "Credentials" in error.spec_name or "ClientConfiguration" in error.spec_name:
+        return (
+            "set DESTINATION__POSTGRES__CREDENTIALS (or [destination.postgres] credentials in "
+            ".dlt/secrets.toml), e.g. postgresql://loader@127.0.0.1:5432/warehouse; "
+            "see Configuration in the README"
+        )
+    return (
+        "set SOURCES__PUMP_PORTAL__API_KEY / SOURCES__PUMP_PORTAL__BASE_URL or "
+        ".dlt/secrets.toml and .dlt/config.toml ([sources.pump_portal])"
+    )
 
 
 def print_summary(result: SyncResult, pipeline, published: Path | None = None) -> None:  # type: ignore[no-untyped-def]
@@ -244,13 +313,18 @@ def print_summary(result: SyncResult, pipeline, published: Path | None = None) -
     if report.skipped:
         by_code = ", ".join(f"{c} {n}" for c, n in report.skipped_by_code().items())
         lines.append(f"  skipped {len(report.skipped)} ({by_code}); see table skipped_items")
+    if report.without_data:
+        lines.append(
+            f"  {report.pumps_without_data()} pumps have no metadata/summary yet (404 not_found: "
+            "never reported); normal, see skipped_items where not needs_action"
+        )
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     if result.models_built:
         lines.append(f"  models built: {', '.join(result.models_built)}")
     if published is not None:
         lines.append(f"  published for readers: {published}")
-    print("\n".join(lines))
+    say("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ import dlt
 import sqlglot
 from sqlglot.errors import ErrorLevel
 
+from .deployment import ConfigError, setting, where_set
+
 logger = logging.getLogger(__name__)
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -94,11 +96,15 @@ class ModelSettings:
         try:
             zoneinfo.ZoneInfo(self.timezone)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
-            raise ValueError(f"[models] timezone: unknown time zone {self.timezone!r}") from error
+            raise ConfigError(
+                f"models.timezone: unknown time zone {self.timezone!r}, expected an IANA name "
+                f"such as 'Europe/Amsterdam' ({where_set('models.timezone')})"
+            ) from error
         minutes = self.online_threshold_minutes
         if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes <= 0:
-            raise ValueError(
-                f"[models] online_threshold_minutes must be a positive integer, not {minutes!r}"
+            raise ConfigError(
+                f"models.online_threshold_minutes must be a positive integer, not {minutes!r} "
+                f"({where_set('models.online_threshold_minutes')})"
             )
         if self.schema is not None:
             _check_identifier(self.schema, "[models] schema")
@@ -106,12 +112,14 @@ class ModelSettings:
     @classmethod
     def from_config(cls) -> ModelSettings:
         """`[models]` from the environment, .dlt/secrets.toml or .dlt/config.toml."""
-        values = {
-            "timezone": dlt.config.get("models.timezone", str),
-            "online_threshold_minutes": dlt.config.get("models.online_threshold_minutes", int),
-            "schema": dlt.config.get("models.schema", str),
-        }
-        return cls(**{key: value for key, value in values.items() if value is not None})
+        defaults = cls.__dataclass_fields__
+        return cls(
+            timezone=setting("models.timezone", str, defaults["timezone"].default),
+            online_threshold_minutes=setting(
+                "models.online_threshold_minutes", int, defaults["online_threshold_minutes"].default
+            ),
+            schema=setting("models.schema", str, None) or None,
+        )
 
 
 @dataclass(frozen=True)

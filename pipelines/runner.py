@@ -12,18 +12,18 @@ from typing import Any
 
 import dlt
 import pendulum
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
+from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
+from . import deployment
+from .deployment import DATASET_NAME, PIPELINE_NAME
 from .pump_portal import RunReport, pump_portal
 from .pump_portal.errors import InsufficientScope, PortalError
 from .pump_portal.records import column_hints
 from .warehouse import is_duckdb
 
 logger = logging.getLogger(__name__)
-
-PIPELINE_NAME = "pump_portal"
-DATASET_NAME = "pump_portal"
 
 
 # Declared so a first run with nulls (no error, no skips) still fixes the types.
@@ -49,6 +49,7 @@ SKIPPED_ITEMS_COLUMNS = column_hints(
         "http_status": "bigint",
         "code": "text",
         "request_id": "text",
+        "needs_action": "bool",
     }
 )
 
@@ -78,27 +79,47 @@ def make_pipeline(
     pipelines_dir: str | None = None,
     progress: Any = None,
 ) -> dlt.Pipeline:
-    """The `pump_portal` pipeline; destination and dataset come from configuration by default
-    (`[pipelines.pump_portal] destination_type` / `dataset_name`; DuckDB and `pump_portal`
-    if unset).
+    """The `pump_portal` pipeline of this deployment.
+
+    Destination and dataset come from configuration by default (`[pipelines.pump_portal]
+    destination_type` / `dataset_name`: DuckDB and `pump_portal`), the pipelines folder from
+    `[pipelines.pump_portal] pipelines_dir` (`.dlt/pipelines` in the folder the job runs in).
     """
-    if progress is False:
-        progress = None
-    kwargs: dict[str, Any] = {"pipeline_name": PIPELINE_NAME, "progress": progress}
-    if destination is not None:
-        kwargs["destination"] = destination
-    if dataset_name is not None:
-        kwargs["dataset_name"] = dataset_name
-    if pipelines_dir is not None:
-        kwargs["pipelines_dir"] = pipelines_dir
-    pipeline = dlt.pipeline(**kwargs)
-    if pipeline.destination is None:
-        pipeline = dlt.pipeline(**{**kwargs, "destination": "duckdb"})
-    if not pipeline.dataset_name:
-        pipeline = dlt.pipeline(
-            **{**kwargs, "destination": pipeline.destination, "dataset_name": DATASET_NAME}
+    kwargs: dict[str, Any] = {
+        "pipeline_name": PIPELINE_NAME,
+        "pipelines_dir": pipelines_dir or deployment.pipelines_dir(),
+        "destination": configured_destination(destination),
+        "dataset_name": dataset_name
+        or deployment.setting(f"pipelines.{PIPELINE_NAME}.dataset_name", str, DATASET_NAME),
+    }
+    if progress:
+        kwargs["progress"] = progress
+    return dlt.pipeline(**kwargs)
+
+
+def configured_destination(destination: Any = None) -> Any:
+    """The destination to load into: `destination` (a name or a dlt destination), else the
+    configured `destination_type`, with this project's defaults for DuckDB and Postgres."""
+    if destination is None:
+        destination = deployment.setting(
+            f"pipelines.{PIPELINE_NAME}.destination_type", str, "duckdb"
         )
-    return pipeline
+    if destination == "duckdb":
+        # The working file is dlt's `[destination.duckdb] credentials`, which dlt only accepts
+        # from the environment or secrets.toml; the default is set here, not in config.toml.
+        path = deployment.secret_setting("destination.duckdb.credentials")
+        return dlt.destinations.duckdb(credentials=path or deployment.DEFAULT_WORKING_FILE)
+    if destination == "postgres":
+        url = deployment.secret_setting("destination.postgres.credentials")
+        if isinstance(url, str) and "://" in url:
+            credentials = PostgresCredentials()
+            credentials.parse_native_representation(url)
+            if credentials.password is None:
+                # A URL without a password is valid libpq (trust or peer auth, PGPASSWORD,
+                # ~/.pgpass); dlt would call the password missing.
+                credentials.password = ""
+            return dlt.destinations.postgres(credentials=credentials)
+    return destination
 
 
 def run_sync(
@@ -113,6 +134,7 @@ def run_sync(
     started = pendulum.now("UTC")
     report = RunReport(run_at=pendulum.instance(run_at) if run_at else started)
     result = SyncResult(report=report, started_at=started)
+    step: str | None = None  # set while a step outside dlt's own runs
     try:
         if pipeline.has_pending_data:
             # dlt would otherwise load only the pending package and drop this cycle's data.
@@ -133,7 +155,9 @@ def run_sync(
         result.rows = _rows_loaded(pipeline)
         logger.debug("load info: %s", info)
         if build_models is not None:
+            step = "models"
             result.models_built = build_models(pipeline)
+            step = None
         if report.nothing_readable():
             raise InsufficientScope(
                 "the API key can read none of /v1/pumps, /v1/stats and /v1/delegated-users",
@@ -142,10 +166,15 @@ def run_sync(
                 request_id=report.skipped[-1].request_id,
             )
         result.outcome = "partial" if report.skipped else "success"
+        if report.without_data:
+            logger.info(
+                "%d pumps have no metadata/summary yet (404 not_found); recorded in skipped_items",
+                report.pumps_without_data(),
+            )
     except Exception as error:  # noqa: BLE001 - the caller turns it into one line and an exit code
         result.outcome = "failed"
         result.error = root_cause(error)
-        result.failed_step = error.step if isinstance(error, PipelineStepFailed) else None
+        result.failed_step = error.step if isinstance(error, PipelineStepFailed) else step
     result.finished_at = pendulum.now("UTC")
     record_run(pipeline, result)
     return result
@@ -187,6 +216,7 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
         "detail_calls": report.detail_calls,
         "users_listed": report.users_listed,
         "items_skipped": len(report.skipped),
+        "pumps_without_data": report.pumps_without_data(),
         "skipped_by_code": report.skipped_by_code() or None,
         "requests": stats.total_requests if stats else 0,
         "requests_by_endpoint": dict(stats.requests) if stats else None,
@@ -199,7 +229,7 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
     }
     skipped = [
         {"skip_id": f"{run_id}/{n}", **item.as_row(run_id, report.run_at)}
-        for n, item in enumerate(report.skipped)
+        for n, item in enumerate(report.skipped + report.without_data)
     ]
     resources = [
         dlt.resource(
@@ -240,7 +270,7 @@ def root_cause(error: BaseException) -> BaseException:
     best: BaseException = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, PortalError | ConfigFieldMissingException):
+        if isinstance(current, PortalError | ConfigurationException):
             return current
         best = current
         nested = getattr(current, "exception", None)

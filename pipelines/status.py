@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import logging
+from pathlib import Path
 from typing import Any
 
 import dlt
 import duckdb
 import pendulum
 
+from .console import say
+from .deployment import SyncSettings
 from .runner import make_pipeline
-from .warehouse import published_file, working_file
+from .warehouse import working_file
 
-DEFAULT_MAX_STALENESS_MINUTES = 60.0
 EXIT_OK, EXIT_STALE = 0, 11
+
+logger = logging.getLogger(__name__)
 
 LAST_RUNS = """
 select started_at, duration_s, outcome, pumps_listed, pumps_changed, detail_calls,
@@ -33,54 +38,57 @@ select (select max(last_seen) from {dataset}.controllers),
 
 
 def command_status(args: argparse.Namespace) -> int:
+    settings = SyncSettings.from_config()
     pipeline = make_pipeline()
     dataset = pipeline.dataset_name
     threshold = args.max_age_minutes
     if threshold is None:
-        threshold = dlt.config.get("sync.max_staleness_minutes", float)
-    if threshold is None:
-        threshold = DEFAULT_MAX_STALENESS_MINUTES
+        threshold = settings.max_staleness_minutes
     try:
-        runs, freshness = _query(pipeline, dataset)
+        runs, freshness = _query(pipeline, dataset, settings)
     except Exception as error:  # noqa: BLE001 - no tables yet is a state, not a crash
-        print(f"no sync has been recorded yet ({type(error).__name__}: {str(error)[:120]})")
+        logger.debug("no runs to read", exc_info=error)
+        first_line = (str(error).strip().splitlines() or [""])[0]
+        say(f"no sync has been recorded yet ({type(error).__name__}: {first_line[:120]})")
         return EXIT_STALE
-    print("last runs (newest first):")
-    print(
-        "  started_at                  secs  outcome  listed changed details skipped requests 429s"
-    )
+    say("last runs (newest first):")
+    say("  started_at                  secs  outcome  listed changed details skipped requests 429s")
     for started, secs, outcome, listed, changed, details, skipped, requests, limited in runs:
-        print(
+        say(
             f"  {_fmt(started):<26} {secs or 0:>6.1f}  {outcome:<8} {listed or 0:>6} "
             f"{changed or 0:>7} {details or 0:>7} {skipped or 0:>7} {requests or 0:>8} "
             f"{limited or 0:>4}"
         )
     latest_seen, latest_snapshot, last_good = freshness
     now = pendulum.now("UTC")
-    print(f"latest last_seen:        {_fmt(latest_seen)}")
-    print(f"latest fleet snapshot:   {_fmt(latest_snapshot)}")
-    print(f"last successful run end: {_fmt(last_good)}")
+    say(f"latest last_seen:        {_fmt(latest_seen)}")
+    say(f"latest fleet snapshot:   {_fmt(latest_snapshot)}")
+    say(f"last successful run end: {_fmt(last_good)}")
     problems = []
     if not runs or runs[0][2] == "failed":
         problems.append("the last run failed" if runs else "no run recorded")
     if last_good is None or (now - _aware(last_good)).total_seconds() > threshold * 60:
         problems.append(f"no successful run in the last {threshold:g} minutes")
     if problems:
-        print("STALE: " + "; ".join(problems))
+        say("STALE: " + "; ".join(problems))
         return EXIT_STALE
-    print(f"fresh (threshold {threshold:g} minutes)")
+    say(f"fresh (threshold {threshold:g} minutes)")
     return EXIT_OK
 
 
-def _query(pipeline: dlt.Pipeline, dataset: str) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+def _query(
+    pipeline: dlt.Pipeline, dataset: str, settings: SyncSettings
+) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
     working = working_file(pipeline)
     if working is not None:
-        published = published_file()
+        published = Path(settings.publish_to) if settings.publish_to else None
         path = published if published is not None and published.exists() else working
+        logger.debug("reading the last runs from %s", path)
         with duckdb.connect(str(path), read_only=True) as connection:
             runs = connection.execute(LAST_RUNS.format(dataset=dataset)).fetchall()
             fresh = connection.execute(FRESHNESS.format(dataset=dataset)).fetchone()
         return runs, fresh
+    logger.debug("reading the last runs from %s", pipeline.destination.destination_name)
     with pipeline.sql_client() as client:
         runs = [tuple(r) for r in client.execute_sql(LAST_RUNS.format(dataset=dataset))]
         fresh = tuple(client.execute_sql(FRESHNESS.format(dataset=dataset))[0])

@@ -94,7 +94,7 @@ def test_sigkill_mid_extract_then_next_run_loads_everything(slow_emulator, tmp_p
     second = start_cli(slow_emulator, tmp_path)
     _, err = second.communicate(timeout=120)
 
-    assert second.returncode == 10, err  # 10: the never-seen pumps' 404s
+    assert second.returncode == 0, err  # the never-seen pumps' 404s are no failure
     assert_everything_loaded_once(slow_emulator, open_pipeline(tmp_path))
 
 

@@ -81,12 +81,13 @@ def test_full_sync_loads_details_except_404_and_403(synced):
     ] == expected
     skipped = rows(
         pipeline,
-        "select code, http_status, count(*), count(distinct item_id), count(request_id) "
-        "from skipped_items group by 1, 2 order by 1",
+        "select code, http_status, needs_action, count(*), count(distinct item_id), "
+        "count(request_id) from skipped_items group by 1, 2, 3 order by 1",
     )
+    # never-reported pumps have no details: recorded, but not something to act on
     assert skipped == [
-        ("forbidden", 403, 4, 2, 4),
-        ("not_found", 404, 36, 18, 36),
+        ("forbidden", 403, True, 4, 2, 4),
+        ("not_found", 404, False, 36, 18, 36),
     ]
     # The recorded request id is the one the portal answered that request with.
     pump, request_id = rows(
@@ -193,12 +194,12 @@ def test_types_are_declared_and_no_variant_columns(synced):
 def test_sync_runs_records_each_run(synced):
     runs = rows(
         synced.pipeline,
-        "select outcome, pumps_listed, pumps_changed, detail_calls, items_skipped, requests "
-        "from sync_runs order by started_at",
+        "select outcome, pumps_listed, pumps_changed, detail_calls, items_skipped, "
+        "pumps_without_data, requests from sync_runs order by started_at",
     )
-    assert runs[0][:5] == ("partial", 300, 300, 600, 40)
-    assert runs[0][5] == len(synced.first_requests)
-    assert runs[1] == ("success", 300, 0, 0, 0, synced.second_requests)
+    assert runs[0][:6] == ("partial", 300, 300, 600, 4, 18)  # the 4 forbidden detail calls
+    assert runs[0][6] == len(synced.first_requests)
+    assert runs[1] == ("success", 300, 0, 0, 0, 0, synced.second_requests)
 
 
 def test_new_metadata_fields_become_columns(emulator, fleet, pipeline):

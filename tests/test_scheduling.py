@@ -81,7 +81,7 @@ def test_overlapping_run_exits_at_once_naming_the_running_one(emulator, tmp_path
     assert f"pid {first.pid}" in second.stderr
     assert "another run of this pipeline is in progress" in second.stderr
     assert took < 15  # at once: no waiting on the other run
-    assert first.returncode == cli.EXIT_PARTIAL
+    assert first.returncode == cli.EXIT_OK
 
 
 def test_killed_run_leaves_no_lock_behind(emulator, tmp_path):
@@ -102,12 +102,12 @@ def test_killed_run_leaves_no_lock_behind(emulator, tmp_path):
 
     second = run(env, "run")
 
-    assert second.returncode == cli.EXIT_PARTIAL, second.stderr
+    assert second.returncode == cli.EXIT_OK, second.stderr
 
 
 def test_reader_holding_the_warehouse_neither_blocks_nor_sees_half_a_load(emulator, tmp_path):
     env = cli_environment(emulator, tmp_path)
-    assert run(env, "run").returncode == cli.EXIT_PARTIAL
+    assert run(env, "run").returncode == cli.EXIT_OK
     warehouse = tmp_path / "pump_portal_warehouse.duckdb"
     reader = subprocess.Popen(
         [
@@ -172,7 +172,7 @@ def test_writer_holding_the_working_file_fails_the_run_clearly_after_bounded_wai
     assert sum(emulator.counts.values()) == 0  # nothing extracted, so nothing can be lost
 
     recovered = run(env, "run")
-    assert recovered.returncode == cli.EXIT_PARTIAL, recovered.stderr
+    assert recovered.returncode == cli.EXIT_OK, recovered.stderr
 
 
 def test_exit_code_success_then_partial(fleet, tmp_path):
@@ -267,12 +267,12 @@ def test_authorization_never_follows_a_redirect_to_another_origin(tmp_path):
 def test_status_reports_freshness_and_exits_non_zero_when_stale(emulator, tmp_path):
     env = cli_environment(emulator, tmp_path)
     assert run(env, "status").returncode == 11  # nothing synced yet
-    assert run(env, "run").returncode == cli.EXIT_PARTIAL
+    assert run(env, "run").returncode == cli.EXIT_OK
 
     fresh = run(env, "status")
     stale = run(env, "status", "--max-age-minutes", "0")
 
     assert fresh.returncode == 0, fresh.stdout
-    assert "partial" in fresh.stdout and "latest fleet snapshot" in fresh.stdout
+    assert "success" in fresh.stdout and "latest fleet snapshot" in fresh.stdout
     assert stale.returncode == 11
     assert "STALE" in stale.stdout

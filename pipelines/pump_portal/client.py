@@ -16,6 +16,8 @@ import ipaddress
 import logging
 import math
 import random
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from .errors import (
     ItemNotFound,
     PortalError,
     PortalUnavailable,
+    PortalUnreachable,
     RateLimited,
     error_class_for,
 )
@@ -363,8 +366,8 @@ class PortalClient:
             try:
                 response = self._send(url, params)
             except requests.RequestException as exc:
-                failure: PortalError = PortalUnavailable(
-                    self.scrub(f"{type(exc).__name__}: {exc}"), endpoint=endpoint
+                failure: PortalError = PortalUnreachable(
+                    self.scrub(connection_failure(exc, self.origin)), endpoint=endpoint
                 )
             else:
                 outcome = self._interpret(response, endpoint)
@@ -579,3 +582,33 @@ def _as_bool(value: Any) -> bool:
 
 def _as_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
+
+
+def connection_failure(error: requests.RequestException, origin: str) -> str:
+    """One line naming the host and what went wrong, instead of urllib3's nested repr."""
+    parts = urlsplit(origin)
+    causes = list(_causes(error))
+    if any(isinstance(c, socket.gaierror) for c in causes):
+        return f"cannot resolve host {parts.hostname!r} (unknown host)"
+    if any(isinstance(c, ConnectionRefusedError) for c in causes):
+        return f"connection to {parts.netloc} refused (nothing listens on that port)"
+    if isinstance(error, requests.Timeout):
+        return f"{parts.netloc} did not answer in time ({type(error).__name__})"
+    if any(isinstance(c, ssl.SSLError) for c in causes):
+        return f"TLS with {parts.netloc} failed: {str(causes[-1])[:160]}"
+    return f"cannot reach {parts.netloc}: {type(causes[-1]).__name__}: {str(causes[-1])[:160]}"
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    """The error and what caused it; urllib3 keeps the socket error in `reason` or `args`."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending and len(seen) < 20:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        linked = [current.__cause__, current.__context__, getattr(current, "reason", None)]
+        linked += list(current.args)
+        pending += [link for link in linked if isinstance(link, BaseException)]

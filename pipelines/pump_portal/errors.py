@@ -97,6 +97,16 @@ class PortalUnavailable(PortalError):
     )
 
 
+class PortalUnreachable(PortalUnavailable):
+    """No HTTP answer at all after retries: unknown host, refused connection, timeout, TLS."""
+
+    hint = (
+        "Check base_url (SOURCES__PUMP_PORTAL__BASE_URL or [sources.pump_portal] base_url in "
+        ".dlt/config.toml): scheme, host and port, and that this machine can reach it "
+        "(DNS, firewall, proxy). Nothing was lost: state did not advance."
+    )
+
+
 class InvalidResponse(PortalError):
     """A 2xx whose body is not the JSON the reference describes, after retries."""
 

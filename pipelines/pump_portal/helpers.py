@@ -253,7 +253,13 @@ class FleetSync:
         for pump_id, outcome in self._fan_out(fetch_row, due):
             done += 1
             self.report.detail_calls += 1
-            if isinstance(outcome, ItemForbidden | ItemNotFound):
+            if isinstance(outcome, ItemNotFound):
+                # The reference's 404 on a pump's details: "no metadata/summary for that pump",
+                # the normal state of a pump that has never reported, not a failure.
+                self.report.no_data_yet(resource, pump_id, outcome)
+                fetched[pump_id] = stamp
+                continue
+            if isinstance(outcome, ItemForbidden):
                 self.report.skip_item(resource, "pump", pump_id, outcome)
                 fetched[pump_id] = stamp
                 continue

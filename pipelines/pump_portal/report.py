@@ -23,6 +23,10 @@ class SkippedItem:
     code: str | None
     request_id: str | None
     message: str
+    # False for what is the portal's normal state rather than a failure: a pump that has never
+    # reported has no metadata/summary yet (404 not_found). Only items that need action make a
+    # run partial (exit 10).
+    needs_action: bool = True
 
     def as_row(self, run_id: str, run_at: dt.datetime) -> dict[str, Any]:
         return {"run_id": run_id, "run_at": run_at, **asdict(self)}
@@ -39,7 +43,8 @@ class RunReport:
     listing_complete: bool | None = None
     detail_calls: int = 0
     users_listed: int = 0
-    skipped: list[SkippedItem] = field(default_factory=list)
+    skipped: list[SkippedItem] = field(default_factory=list)  # need an operator's look
+    without_data: list[SkippedItem] = field(default_factory=list)  # the portal has none yet
     warnings: list[str] = field(default_factory=list)
     #: The client's request counters (a `ClientStats`), set by the source.
     client_stats: Any = None
@@ -65,6 +70,26 @@ class RunReport:
             error.status,
             error.request_id,
         )
+
+    def no_data_yet(self, resource: str, pump_id: str, error: PortalError) -> None:
+        """A pump detail the portal does not have yet (404 not_found): recorded, not warned about;
+        the run counts these pumps in one line."""
+        self.without_data.append(
+            SkippedItem(
+                resource=resource,
+                item_kind="pump",
+                item_id=pump_id,
+                http_status=error.status,
+                code=error.code,
+                request_id=error.request_id,
+                message=error.message,
+                needs_action=False,
+            )
+        )
+        logger.debug("no %s yet for pump %s [request id %s]", resource, pump_id, error.request_id)
+
+    def pumps_without_data(self) -> int:
+        return len({item.item_id for item in self.without_data})
 
     def skip_resource(self, resource: str, error: PortalError, why: str) -> None:
         """A whole resource the key cannot read: one warning, one row."""

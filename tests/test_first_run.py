@@ -1,0 +1,160 @@
+"""The README's own path, on a fresh copy of the repository, exactly as a user walks it.
+
+Nothing is set for these runs but what the README tells a user to set: the committed `.dlt/`
+files, a `.dlt/secrets.toml` made from the example with the key in it, and the portal's URL in
+the environment. Then `make run`, `make status`, and the deploy recipes as written (with the
+install folder `/srv/pump-portal-sync` replaced by the copy). This is the plain path every other
+test, which isolates itself with its own variables, skips.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipelines import cli
+from tests.checkout import ROOT, copy_checkout, run_in, user_environment, write_secrets
+from tests.portal_emulator import Fleet, PortalEmulator
+
+INSTALL_DIR = "/srv/pump-portal-sync"
+EXAMPLE_URL = "https://portal.example.com"
+
+
+def recipe(name: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(rf"<!-- recipe:{name} -->\n```\w*\n(.*?)```", readme, re.S)
+    assert found, f"README has no recipe {name}"
+    return found.group(1)
+
+
+def commands(block: str) -> list[str]:
+    """The command lines of a README console block, without their trailing comments."""
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def portal():
+    fleet = Fleet.generate(pumps=60, users=4, seed=11)
+    assert fleet.missing_detail_pumps, "the scenario needs pumps that never reported"
+    with PortalEmulator(fleet) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="module")
+def deployment(portal, tmp_path_factory) -> Path:
+    return copy_checkout(tmp_path_factory.mktemp("deployment") / "pump-portal-sync")
+
+
+@pytest.fixture(scope="module")
+def first_run(portal, deployment):
+    """The README's first-run block, line by line: copy the secrets, set the URL, run, status."""
+    steps = commands(recipe("first-run"))
+    assert steps[0] == "cp .dlt/secrets.toml.example .dlt/secrets.toml"
+    assert steps[1] == f"export SOURCES__PUMP_PORTAL__BASE_URL={EXAMPLE_URL}"
+    env = user_environment()
+    assert run_in(deployment, steps[0], env).returncode == 0
+    write_secrets(deployment, portal.keys.full)  # "then put your key in it"
+    export = steps[1].replace(EXAMPLE_URL, portal.url)
+    return [run_in(deployment, f"{export} && {step}", env) for step in steps[2:]]
+
+
+def test_first_run_as_the_readme_says_exits_0_and_counts_pumps_without_data(
+    portal, deployment, first_run
+):
+    run, status = first_run
+    never_reported = len(portal.fleet.missing_detail_pumps)
+
+    assert run.returncode == cli.EXIT_OK, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr
+    assert "pump_portal sync success" in run.stdout
+    assert f"{never_reported} pumps have no metadata/summary yet" in run.stdout
+    assert "WARNING" not in run.stderr  # no line per pump: one counted line in the summary
+    assert status.returncode == cli.EXIT_OK, status.stdout + status.stderr
+    assert "fresh (threshold 60 minutes)" in status.stdout
+
+
+def test_first_run_keeps_everything_inside_the_deployment(portal, deployment, first_run):
+    state = deployment / ".dlt" / "pipelines" / "pump_portal"
+    assert (state / "state.json").is_file()
+    assert (state / "run.lock").is_file()
+    assert (deployment / "pump_portal_sync.duckdb").is_file()
+    never_reported = sorted(portal.fleet.missing_detail_pumps)
+    with duckdb.connect(str(deployment / "pump_portal_warehouse.duckdb"), read_only=True) as db:
+        assert db.execute("select count(*) from pump_portal.controllers").fetchone() == (60,)
+        recorded = db.execute(
+            "select distinct item_id from pump_portal.skipped_items "
+            "where code = 'not_found' and not needs_action order by 1"
+        ).fetchall()
+        runs = db.execute(
+            "select outcome, items_skipped, pumps_without_data from pump_portal.sync_runs"
+        ).fetchall()
+    assert [pump_id for (pump_id,) in recorded] == never_reported
+    assert runs == [("success", 0, len(never_reported))]
+
+
+def test_committed_configuration_turns_telemetry_off(deployment, first_run):
+    probe = run_in(
+        deployment,
+        ".venv/bin/python -c 'import dlt; print(dlt.config.get(\"runtime.dlthub_telemetry\"))'",
+        user_environment(),
+    )
+    assert probe.stdout.strip() == "False", probe.stderr
+
+
+def test_cron_line_runs_the_sync_and_logs(portal, deployment, first_run):
+    line = recipe("cron").strip()
+    schedule, command = line.split()[:5], " ".join(line.split()[5:])
+    assert schedule == ["*/10", "*", "*", "*", "*"]
+
+    # cron starts jobs with a bare environment: only what the secrets file and config hold,
+    # plus the URL the test's portal has (a user's would be in .dlt/config.toml)
+    env = user_environment(SOURCES__PUMP_PORTAL__BASE_URL=portal.url)
+    completed = run_in(deployment, command.replace(INSTALL_DIR, str(deployment)), env)
+
+    assert completed.returncode == cli.EXIT_OK, (deployment / "sync.log").read_text()
+    assert "pump_portal sync success" in (deployment / "sync.log").read_text()
+
+
+def test_systemd_service_runs_its_exec_start(portal, deployment, first_run):
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read_string(recipe("systemd-service"))
+    service = unit["Service"]
+    assert service["Type"] == "oneshot"
+    assert service["WorkingDirectory"] == INSTALL_DIR
+    assert cli.EXIT_PARTIAL in [int(c) for c in service["SuccessExitStatus"].split()]
+    timer = configparser.ConfigParser(interpolation=None, strict=False)
+    timer.optionxform = str  # type: ignore[assignment,method-assign]
+    timer.read_string(recipe("systemd-timer"))
+    assert timer["Timer"]["OnCalendar"] == "*:0/10"
+
+    argv = shlex.split(service["ExecStart"].replace(INSTALL_DIR, str(deployment)))
+    completed = subprocess.run(
+        argv,
+        cwd=service["WorkingDirectory"].replace(INSTALL_DIR, str(deployment)),
+        env=user_environment(SOURCES__PUMP_PORTAL__BASE_URL=portal.url),
+        timeout=180,
+        capture_output=True,
+        text=True,
+    )
+
+    assert completed.returncode == cli.EXIT_OK, completed.stderr
+
+
+def test_orchestrator_task_command_runs(portal, deployment, first_run):
+    found = re.search(r'bash_command="([^"]+)"', recipe("airflow"))
+    assert found
+
+    completed = run_in(
+        deployment,
+        found.group(1).replace(INSTALL_DIR, str(deployment)),
+        user_environment(SOURCES__PUMP_PORTAL__BASE_URL=portal.url),
+    )
+
+    assert completed.returncode == cli.EXIT_OK, completed.stderr
