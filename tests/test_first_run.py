@@ -107,6 +107,14 @@ def test_committed_configuration_turns_telemetry_off(deployment, first_run):
     assert probe.stdout.strip() == "False", probe.stderr
 
 
+def test_dlt_commands_in_the_readme_find_the_deployments_pipeline(deployment, first_run):
+    for command in commands(recipe("dlt-commands")):
+        completed = run_in(deployment, command, user_environment())
+
+        assert completed.returncode == 0, completed.stderr
+        assert "Found pipeline pump_portal in .dlt/pipelines" in completed.stdout
+
+
 def test_cron_line_runs_the_sync_and_logs(portal, deployment, first_run):
     line = recipe("cron").strip()
     schedule, command = line.split()[:5], " ".join(line.split()[5:])
