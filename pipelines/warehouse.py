@@ -3,9 +3,11 @@
 DuckDB allows one writer process or many readers, never both. So the sync writes its own working
 file (`[destination.duckdb] credentials`) and, after the load and the models, publishes a
 consistent copy (`[sync] publish_to`) by writing a temporary file and renaming it over the old
-one. A reader that holds the published file keeps reading the snapshot it opened (the rename
-leaves its open file intact) and sees the new one when it reconnects; it never blocks a run,
-never sees a half-loaded state. Only a process holding the working file can block a run: then
+one. The copy is written with `COPY FROM DATABASE` in an older storage format than the working
+file (`READER_STORAGE_VERSION`), so readers on DuckDB 1.x (the `duckdb` CLI, BI drivers) open it.
+A reader that holds the published file keeps reading the snapshot it opened (the rename leaves
+its open file intact) and sees the new one when it reconnects; it never blocks a run, never sees
+a half-loaded state. Only a process holding the working file can block a run: then
 the run waits with a bounded, logged retry and fails naming the holder.
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -23,7 +24,12 @@ import duckdb
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_LOCK_WAIT_SECONDS = 30.0
+# duckdb 2.x writes storage version 69 by default, which every 1.x reader refuses ("can only read
+# versions between 64 and 68"), and readers lag the python package: the duckdb CLI on PyPI is 1.5,
+# BI tools bundle their own 1.x driver. 'v1.0.0' writes version 64, the oldest format 2.x writes,
+# which DuckDB 0.10 and every 1.x open, and it holds all the sync writes (timestamptz, json,
+# views across schemas, dlt's tables).
+READER_STORAGE_VERSION = "v1.0.0"
 
 
 def is_duckdb(pipeline: dlt.Pipeline) -> bool:
@@ -36,12 +42,6 @@ def working_file(pipeline: dlt.Pipeline) -> Path | None:
     if not is_duckdb(pipeline):
         return None
     return Path(pipeline.destination_client().config.credentials.database)
-
-
-def published_file() -> Path | None:
-    """Where readers find the published copy (`[sync] publish_to`), if one is configured."""
-    target = dlt.config.get("sync.publish_to", str)
-    return Path(target) if target else None
 
 
 def wait_schedule(total_seconds: float) -> tuple[float, ...]:
@@ -97,13 +97,39 @@ def lock_holder(message: str) -> str:
 
 
 def publish(working: Path, published: Path) -> Path:
-    """Copy the working file to `published` atomically (temp file in the same folder, rename)."""
+    """Write a reader copy of the working file to `published` atomically (temp file, rename)."""
     published.parent.mkdir(parents=True, exist_ok=True)
-    # Fold the write-ahead log into the file, so the copy holds everything that was committed.
-    with duckdb.connect(str(working)) as connection:
-        connection.execute("checkpoint")
     temporary = published.with_name(f".{published.name}.{os.getpid()}.tmp")
-    shutil.copyfile(working, temporary)
-    os.replace(temporary, published)
+    try:
+        # A leftover of a killed run with the same pid would be attached and clash with the copy.
+        remove_database_file(temporary)
+        with duckdb.connect(str(working)) as connection:
+            source = connection.execute("select current_database()").fetchone()[0]
+            # The working file's catalog is named after its file: keep the copy's alias distinct.
+            target = "reader" if source != "reader" else "reader_copy"
+            connection.execute(
+                f"attach ? as {target} (storage_version ?)",
+                [str(temporary), READER_STORAGE_VERSION],
+            )
+            # Copies schemas, tables, views (as their SQL), constraints, sequences and macros
+            # from one consistent snapshot; detach checkpoints the copy into its file.
+            connection.execute(f"copy from database {sql_identifier(source)} to {target}")
+            connection.execute(f"detach {target}")
+        with temporary.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(temporary, published)
+    except BaseException:
+        remove_database_file(temporary)
+        raise
     logger.info("published %s", published)
     return published
+
+
+def remove_database_file(path: Path) -> None:
+    """Remove a DuckDB file and the write-ahead log it may have beside it."""
+    path.unlink(missing_ok=True)
+    path.with_name(f"{path.name}.wal").unlink(missing_ok=True)
+
+
+def sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
