@@ -13,9 +13,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
+import dlt
 import duckdb
 from dlt.common.configuration.exceptions import (
     ConfigFieldMissingException,
@@ -35,11 +37,13 @@ from .pump_portal.errors import (
     RedirectRefused,
 )
 from .run_lock import RunInProgress, RunLock
-from .runner import SyncResult, describe, make_pipeline, run_sync
+from .runner import SyncResult, describe, make_pipeline, note_run, run_sync
+from .shutdown import StopRequested
 from .warehouse import (
     DestinationLocked,
+    PublishFailed,
     publish,
-    wait_for_write_lock,
+    retry_while_locked,
     wait_schedule,
     working_file,
 )
@@ -122,6 +126,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(EXIT_CONFIG, f"configuration error: {config_problem(error)}", CONFIG_HINT)
 
 
+# What an interruption at each step leaves behind.
+INTERRUPTED = {
+    "start": "nothing was fetched",
+    "pending": "the earlier run's pending load stays pending; the next run loads it",
+    "extract": "nothing of this run was loaded; the next run fetches it again",
+    "normalize": "nothing of this run was loaded; the next run fetches it again",
+    "load": "the load package stays pending; the next run finishes it before fetching",
+    "models": "the data is loaded; the models stay as they were until the next run builds them",
+    "finish": "the data and models are loaded",
+}
+
 CONFIG_HINT = (
     "settings come from the environment, .dlt/secrets.toml and .dlt/config.toml; "
     "see Configuration in the README"
@@ -133,6 +148,7 @@ def command_run(args: argparse.Namespace) -> int:
     if not args.no_models:
         ModelSettings.from_config()  # a bad [models] setting fails now, before any extract
     pipeline = make_pipeline(destination=args.destination)
+    stop = StopRequested().install()
     lock = RunLock(Path(pipeline.working_dir) / "run.lock")
     try:
         lock.acquire()
@@ -146,42 +162,40 @@ def command_run(args: argparse.Namespace) -> int:
             "run it from a writable folder or point that setting at one",
         )
     try:
-        working = working_file(pipeline)
-        if working is not None:
-            try:
-                wait_for_write_lock(working, wait_schedule(sync_settings.lock_wait_seconds))
-            except DestinationLocked as locked:
-                return fail(EXIT_DESTINATION, f"destination locked: {locked}", locked.hint)
-            except (duckdb.Error, OSError) as error:
-                return fail(
-                    EXIT_DESTINATION,
-                    f"cannot open the working DuckDB file {working}: {os_reason(error)}",
-                    "run from a writable folder, or move the file with "
-                    "DESTINATION__DUCKDB__CREDENTIALS (or [destination.duckdb] credentials in "
-                    ".dlt/secrets.toml); nothing was extracted",
-                )
-        build = None if args.no_models else build_models
-        result = run_sync(pipeline, full_refresh=args.full_refresh, build_models=build)
-        published: Path | None = None
-        publish_error: BaseException | None = None
-        if working is not None and sync_settings.publish_to and result.error is None:
-            try:
-                published = publish(working, Path(sync_settings.publish_to))
-            except (duckdb.Error, OSError) as error:
-                publish_error = error
+        waits = wait_schedule(sync_settings.lock_wait_seconds)
+        build = None if args.no_models else partial(build_models, should_stop=stop.is_set)
+        result = run_sync(
+            pipeline,
+            full_refresh=args.full_refresh,
+            build_models=build,
+            stop=stop,
+            lock_waits=waits,
+        )
+        published = None
+        if result.error is None and sync_settings.publish_to and not stop.is_set():
+            target = Path(sync_settings.publish_to)
+            published = publish_for_readers(pipeline, result, target, waits)
         end_live_line()
         print_summary(result, pipeline, published)
-        if publish_error is not None:
-            return fail(
-                EXIT_DESTINATION,
-                f"could not publish the reader copy {sync_settings.publish_to}: "
-                f"{os_reason(publish_error)}",
-                f"the run's data is loaded in {working}; make [sync] publish_to "
-                "(SYNC__PUBLISH_TO) a writable path, and the next run publishes it",
-            )
-        return exit_for(result)
+        return exit_for(result, stop)
     finally:
         lock.release()
+
+
+def publish_for_readers(
+    pipeline: dlt.Pipeline, result: SyncResult, target: Path, waits: tuple[float, ...]
+) -> Path | None:
+    """The reader copy of a DuckDB run; a failure to write it fails the run (data stays loaded)."""
+    working = working_file(pipeline)
+    if working is None:
+        return None
+    try:
+        return retry_while_locked(lambda: publish(working, target), working, waits, "publishing")
+    except (DestinationLocked, duckdb.Error, OSError) as error:
+        failure = PublishFailed(f"{target}: {os_reason(error)}")
+        result.outcome, result.failed_step, result.error = "failed", "publish", failure
+        note_run(pipeline, result)  # the journal, where `status` reads the last run
+        return None
 
 
 def command_models(args: argparse.Namespace) -> int:
@@ -234,10 +248,34 @@ def os_reason(error: BaseException) -> str:
     return text[0] if text else type(error).__name__
 
 
-def exit_for(result: SyncResult) -> int:
+def exit_for(result: SyncResult, stop: StopRequested | None = None) -> int:
     error = result.error
+    if result.outcome == "interrupted" and stop is not None:
+        step = result.failed_step or "extract"
+        left = INTERRUPTED.get(step, INTERRUPTED["extract"])
+        return fail(
+            stop.exit_code,
+            f"interrupted by {stop.name} during {step}: {left}",
+            "the run is recorded as interrupted; the next run completes it",
+        )
     if error is None:
         return EXIT_PARTIAL if result.outcome == "partial" else EXIT_OK
+    if isinstance(error, DestinationLocked):
+        return fail(EXIT_DESTINATION, f"destination locked: {error}", error.hint)
+    if result.failed_step == "publish":
+        return fail(
+            EXIT_DESTINATION,
+            f"could not publish the reader copy {error}",
+            "the run's data is loaded in the working file; make [sync] publish_to "
+            "(SYNC__PUBLISH_TO) a writable path, and the next run publishes it",
+        )
+    if result.failed_step == "start" and isinstance(error, duckdb.Error | OSError):
+        return fail(
+            EXIT_DESTINATION,
+            f"cannot open the working DuckDB file: {os_reason(error)}",  # names the file
+            "run from a writable folder, or move the file with DESTINATION__DUCKDB__CREDENTIALS "
+            "(or [destination.duckdb] credentials in .dlt/secrets.toml); nothing was extracted",
+        )
     if isinstance(error, ConfigFieldMissingException):
         return fail(
             EXIT_CONFIG, f"configuration missing: {config_problem(error)}", missing_hint(error)

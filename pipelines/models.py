@@ -328,8 +328,16 @@ def destination_dialect(pipeline: dlt.Pipeline) -> str:
     return DIALECTS[name]
 
 
+class BuildStopped(Exception):
+    """The build was asked to stop (SIGTERM/SIGINT) before its swap: the live models are as they
+    were, and the half-built `__next` tables are dropped by the next build."""
+
+
 def build_models(
-    pipeline: dlt.Pipeline, settings: ModelSettings | None = None, sql_dir: Path = SQL_DIR
+    pipeline: dlt.Pipeline,
+    settings: ModelSettings | None = None,
+    sql_dir: Path = SQL_DIR,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> list[str]:
     """(Re)build every model on the pipeline's destination; returns their names in build order.
 
@@ -371,6 +379,8 @@ def build_models(
         for model in models:
             if model.materialized != "table":
                 continue
+            if should_stop():
+                raise BuildStopped(f"stopped before building {schema}.{model.name}")
             if f"{model.name}{_NEXT}" in existing:  # left by a build that failed
                 client.execute_sql(f"drop table {schema}.{model.name}{_NEXT}")
             began = time.monotonic()
@@ -380,6 +390,8 @@ def build_models(
             logger.debug(
                 "built %s.%s%s in %.2f s", schema, model.name, _NEXT, time.monotonic() - began
             )
+        if should_stop():
+            raise BuildStopped("stopped before swapping in the new models")
         began = time.monotonic()
         with client.begin_transaction():
             for model in reversed(models):

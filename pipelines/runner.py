@@ -8,22 +8,38 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import dlt
 import pendulum
 from dlt.common.configuration.exceptions import ConfigurationException
+from dlt.common.exceptions import SignalReceivedException
 from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import deployment
 from .deployment import DATASET_NAME, PIPELINE_NAME
 from .pump_portal import RunReport, pump_portal
-from .pump_portal.errors import InsufficientScope, PortalError
+from .pump_portal.errors import InsufficientScope, PortalError, Stopped
 from .pump_portal.records import column_hints
-from .warehouse import is_duckdb
+from .run_journal import RunJournal
+from .shutdown import StopRequested
+from .warehouse import (
+    DestinationLocked,
+    is_duckdb,
+    retry_while_locked,
+    wait_for_write_lock,
+    wait_schedule,
+    working_file,
+)
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Journal rows re-merged into sync_runs on every recorded run: enough to cover a long outage.
+JOURNAL_BACKFILL = 50
 
 
 # Declared so a first run with nulls (no error, no skips) still fixes the types.
@@ -59,7 +75,7 @@ class SyncResult:
     report: RunReport
     started_at: dt.datetime
     finished_at: dt.datetime | None = None
-    outcome: str = "running"  # success | partial | failed
+    outcome: str = "running"  # success | partial | failed | interrupted
     error: BaseException | None = None
     failed_step: str | None = None
     rows: dict[str, int] = field(default_factory=dict)
@@ -128,36 +144,64 @@ def run_sync(
     full_refresh: bool = False,
     run_at: dt.datetime | None = None,
     build_models: Callable[[dlt.Pipeline], list[str]] | None = None,
+    stop: StopRequested | None = None,
+    lock_waits: tuple[float, ...] | None = None,
     **source_options: Any,
 ) -> SyncResult:
-    """Run one cycle and return what happened; never raises for an API or destination failure."""
+    """Run one cycle and return what happened; never raises for an API or destination failure.
+
+    `stop` (installed by the command line for SIGTERM/SIGINT) ends the cycle where it can stop
+    cleanly; `lock_waits` bound every wait for a DuckDB working file another process holds
+    (default: `[sync] lock_wait_seconds`). Every ending is recorded (`record_run`)."""
     started = pendulum.now("UTC")
     report = RunReport(run_at=pendulum.instance(run_at) if run_at else started)
     result = SyncResult(report=report, started_at=started)
-    step: str | None = None  # set while a step outside dlt's own runs
+    stop = stop or StopRequested()
+    if lock_waits is None:
+        lock_waits = wait_schedule(deployment.SyncSettings.from_config().lock_wait_seconds)
+    working: Path | None = None
+    step = "start"  # the step in progress, for a failure outside dlt's own steps
+
+    def while_locked(call: Callable[[], T], what: str) -> T:
+        if working is None:
+            return call()
+        return retry_while_locked(call, working, lock_waits, what, sleep=_sleep_until(stop))
+
     try:
+        working = working_file(pipeline)
+        if working is not None:
+            # Before extracting: a holder that is already there costs no requests.
+            wait_for_write_lock(working, lock_waits, sleep=_sleep_until(stop))
         if pipeline.has_pending_data:
             # dlt would otherwise load only the pending package and drop this cycle's data.
+            step = "pending"
             logger.warning("an earlier run left a load pending: loading it first")
-            pipeline.run()
+            while_locked(pipeline.run, "loading the pending package")
             result.recovered_pending = True
         if full_refresh and build_models is not None:
             # dlt drops raw tables without CASCADE; on Postgres the staging views would block it.
             from .models import drop_models
 
             drop_models(pipeline)
-        source = pump_portal(report=report, run_at=report.run_at, **source_options)
-        info = pipeline.run(
-            source,
-            refresh="drop_sources" if full_refresh else None,
-            loader_file_format=loader_file_format(pipeline),
+        step = "extract"
+        source = pump_portal(report=report, run_at=report.run_at, stop=stop.event, **source_options)
+        info = while_locked(
+            _loader(
+                pipeline,
+                source,
+                refresh="drop_sources" if full_refresh else None,
+                loader_file_format=loader_file_format(pipeline),
+            ),
+            "the load",
         )
         result.rows = _rows_loaded(pipeline)
         logger.debug("load info: %s", info)
         if build_models is not None:
             step = "models"
-            result.models_built = build_models(pipeline)
-            step = None
+            _raise_if_stopped(stop)
+            models = build_models
+            result.models_built = while_locked(lambda: models(pipeline), "the model build")
+        step = "finish"
         if report.nothing_readable():
             raise InsufficientScope(
                 "the API key can read none of /v1/pumps, /v1/stats and /v1/delegated-users",
@@ -172,12 +216,72 @@ def run_sync(
                 report.pumps_without_data(),
             )
     except Exception as error:  # noqa: BLE001 - the caller turns it into one line and an exit code
-        result.outcome = "failed"
         result.error = root_cause(error)
-        result.failed_step = error.step if isinstance(error, PipelineStepFailed) else step
+        result.failed_step = _failed_step(error) or step
+        signalled = _signal_of(error)
+        if signalled is not None:
+            stop.note(signalled)
+        result.outcome = "interrupted" if stop.is_set() else "failed"
     result.finished_at = pendulum.now("UTC")
+    if stop.is_set():
+        # dlt's extract would stop again at once; recording must go through.
+        stop.clear_dlt_flag()
     record_run(pipeline, result)
     return result
+
+
+def _loader(pipeline: dlt.Pipeline, source: Any, **options: Any) -> Callable[[], Any]:
+    """`pipeline.run(source)`, then, once dlt has normalized this run's package, `pipeline.run()`:
+    a retry after a locked load must load the pending package, not extract again."""
+    pending: list[Any] = [source]
+
+    def load() -> Any:
+        if not pending:
+            return pipeline.run()
+        try:
+            return pipeline.run(pending[0], **options)
+        except PipelineStepFailed as error:
+            if error.step in ("normalize", "load"):
+                pending.clear()
+            raise
+
+    return load
+
+
+def _failed_step(error: BaseException) -> str | None:
+    """The dlt step that failed, also under a `DestinationLocked` that gave up on it."""
+    current: BaseException | None = error
+    for _ in range(5):
+        if isinstance(current, PipelineStepFailed):
+            return current.step
+        current = current.__cause__ if current is not None else None
+    return None
+
+
+def _sleep_until(stop: StopRequested) -> Callable[[float], None]:
+    def sleep(seconds: float) -> None:
+        if stop.event.wait(seconds):
+            _raise_if_stopped(stop)
+
+    return sleep
+
+
+def _raise_if_stopped(stop: StopRequested) -> None:
+    if stop.is_set():
+        raise Stopped(f"stopped by {stop.name}")
+
+
+def _signal_of(error: BaseException) -> int | None:
+    """The signal dlt stopped a step for (it intercepts SIGTERM/SIGINT while it loads)."""
+    current: BaseException | None = error
+    for _ in range(10):
+        if current is None:
+            return None
+        if isinstance(current, SignalReceivedException):
+            return int(current.signal_code)
+        nested = getattr(current, "exception", None)
+        current = nested if isinstance(nested, BaseException) else current.__cause__
+    return None
 
 
 def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
@@ -188,13 +292,56 @@ def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
 
 
 def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
-    """Append the run to `sync_runs` and its skipped items to `skipped_items`.
+    """Record the run: in the deployment's run journal always, then in `sync_runs` (with the
+    journal's earlier rows the warehouse missed) and its items in `skipped_items`.
 
-    Skipped when a load is still pending: a new run() would load only that package.
+    The warehouse is skipped while a load is pending: a new run() would load only that package.
     """
+    row, skipped = _run_rows(result)
+    journal = note_run(pipeline, result)
     if pipeline.has_pending_data or pipeline.destination is None:
-        logger.warning("run not recorded in sync_runs: the destination has a pending load")
+        logger.warning("run not recorded in sync_runs yet: the destination has a pending load")
         return
+    # Runs that never reached the warehouse (a lock, a signal, a pending load) go in now.
+    runs = {earlier["run_id"]: earlier for earlier in journal.runs()[-JOURNAL_BACKFILL:]}
+    runs[row["run_id"]] = row
+    resources = [
+        dlt.resource(
+            list(runs.values()),
+            name="sync_runs",
+            write_disposition="merge",
+            primary_key="run_id",
+            columns=SYNC_RUNS_COLUMNS,
+        ),
+        dlt.resource(
+            skipped,
+            name="skipped_items",
+            write_disposition="merge",
+            primary_key="skip_id",
+            columns=SKIPPED_ITEMS_COLUMNS,
+        ),
+    ]
+    try:
+        pipeline.run(
+            resources, schema=pipeline.default_schema if pipeline.default_schema_name else None
+        )
+    except Exception as error:  # noqa: BLE001 - recording must not hide the run's own outcome
+        logger.warning("could not record the run in sync_runs: %s", describe(root_cause(error)))
+
+
+def note_run(pipeline: dlt.Pipeline, result: SyncResult) -> RunJournal:
+    """Write the run's row to the deployment's run journal (a later line for the same run, as
+    after a failed publish, replaces the earlier one)."""
+    journal = RunJournal.beside(pipeline.pipelines_dir, pipeline.pipeline_name)
+    try:
+        journal.append(_run_rows(result)[0])
+    except OSError as error:
+        logger.warning("could not write the run journal %s: %s", journal.path, error)
+    return journal
+
+
+def _run_rows(result: SyncResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The run's `sync_runs` row and its `skipped_items` rows."""
     report = result.report
     stats = report.client_stats
     # The real start time: unique per run even when tests stamp two runs with one simulated time.
@@ -231,28 +378,7 @@ def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
         {"skip_id": f"{run_id}/{n}", **item.as_row(run_id, report.run_at)}
         for n, item in enumerate(report.skipped + report.without_data)
     ]
-    resources = [
-        dlt.resource(
-            [row],
-            name="sync_runs",
-            write_disposition="merge",
-            primary_key="run_id",
-            columns=SYNC_RUNS_COLUMNS,
-        ),
-        dlt.resource(
-            skipped,
-            name="skipped_items",
-            write_disposition="merge",
-            primary_key="skip_id",
-            columns=SKIPPED_ITEMS_COLUMNS,
-        ),
-    ]
-    try:
-        pipeline.run(
-            resources, schema=pipeline.default_schema if pipeline.default_schema_name else None
-        )
-    except Exception as error:  # noqa: BLE001 - recording must not hide the run's own outcome
-        logger.warning("could not record the run in sync_runs: %s", describe(root_cause(error)))
+    return row, skipped
 
 
 def _rows_loaded(pipeline: dlt.Pipeline) -> dict[str, int]:
@@ -270,7 +396,7 @@ def root_cause(error: BaseException) -> BaseException:
     best: BaseException = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, PortalError | ConfigurationException):
+        if isinstance(current, PortalError | ConfigurationException | DestinationLocked):
             return current
         best = current
         nested = getattr(current, "exception", None)

@@ -17,12 +17,16 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import dlt
 import duckdb
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # duckdb 2.x writes storage version 69 by default, which every 1.x reader refuses ("can only read
 # versions between 64 and 68"), and readers lag the python package: the duckdb CLI on PyPI is 1.5,
@@ -59,35 +63,76 @@ class DestinationLocked(Exception):
 
     hint = (
         "Another process holds the sync's working DuckDB file. Point BI tools and readers at the "
-        "published copy ([sync] publish_to) instead, or close the holder; nothing was extracted, "
-        "so the next run loads everything."
+        "published copy ([sync] publish_to) instead, or close the holder; nothing is lost: the "
+        "next run loads what this one fetched."
     )
 
 
-def wait_for_write_lock(path: Path, waits: tuple[float, ...]) -> None:
-    """Return once the file can be opened for writing; raise `DestinationLocked` after `waits`."""
+class PublishFailed(Exception):
+    """The reader copy could not be written (the run's data is loaded in the working file)."""
+
+
+def retry_while_locked(
+    step: Callable[[], T],
+    path: Path,
+    waits: tuple[float, ...],
+    what: str,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Run `step` (a load, a model build, a publish: anything that opens the working file); while
+    it fails because another process holds the file, wait and try again, `waits` long at most,
+    then raise `DestinationLocked` naming the holder."""
     for attempt, wait in enumerate((*waits, None), start=1):
         try:
-            duckdb.connect(str(path)).close()
-            return
-        except duckdb.IOException as error:
-            if "lock" not in str(error).lower():
+            return step()
+        except Exception as error:
+            message = lock_conflict(error)
+            if message is None:
                 raise
-            holder = lock_holder(str(error))
+            holder = lock_holder(message)
             if wait is None:
                 raise DestinationLocked(
-                    f"{path} is locked by {holder}; gave up after {attempt - 1} waits "
+                    f"{path} is locked by {holder}; {what} gave up after {attempt - 1} waits "
                     f"({sum(waits):.0f} s)"
-                ) from None
+                ) from error
             logger.warning(
-                "%s is locked by %s: waiting %.0f s (%d/%d)",
+                "%s is locked by %s: waiting %.1f s before %s tries again (%d/%d)",
                 path,
                 holder,
                 wait,
+                what,
                 attempt,
                 len(waits),
             )
-            time.sleep(wait)
+            sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def wait_for_write_lock(
+    path: Path, waits: tuple[float, ...], sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Return once the file can be opened for writing; raise `DestinationLocked` after `waits`.
+
+    Checked before extracting, so a holder that is already there costs no requests."""
+    retry_while_locked(lambda: duckdb.connect(str(path)).close(), path, waits, "the run", sleep)
+
+
+def lock_conflict(error: BaseException) -> str | None:
+    """DuckDB's lock message, if another process holding the file is what failed `error`
+    (also under dlt's step and job wrappers)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [error]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        text = str(current)
+        if "Could not set lock on file" in text or "Conflicting lock is held" in text:
+            return text
+        linked = (current.__cause__, current.__context__, getattr(current, "exception", None))
+        pending += [link for link in linked if isinstance(link, BaseException)]
+    return None
 
 
 def lock_holder(message: str) -> str:

@@ -12,6 +12,7 @@ a no-op (a crash test caught the duplicate snapshot an append wrote).
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -21,6 +22,7 @@ from dlt.sources import DltResource
 
 from . import records, settings
 from .client import PortalClient
+from .errors import Stopped
 from .helpers import FleetSync
 from .pacing import RequestPacer
 from .report import RunReport
@@ -43,12 +45,15 @@ def pump_portal(
     allow_insecure_http: bool = False,
     run_at: Any = None,
     report: Any = None,
+    stop: Any = None,
 ) -> Sequence[DltResource]:
     """All datasets of the portal. Configure under `[sources.pump_portal]`.
 
     `run_at` stamps snapshots and history rows (default: now); `report` (a `RunReport`) collects
-    counts and skipped items for the caller. Neither is read from configuration.
+    counts and skipped items for the caller; `stop` (a `threading.Event`), once set, makes the
+    client start no new request and end every wait. None is read from configuration.
     """
+    stop_event: threading.Event = stop if stop is not None else threading.Event()
     stamp = pendulum.instance(run_at) if run_at is not None else pendulum.now("UTC")
     run_report: RunReport = report if report is not None else RunReport(run_at=stamp)
     run_report.run_at = stamp.in_timezone("UTC")
@@ -60,8 +65,11 @@ def pump_portal(
         pool_size=concurrency,
         max_retries=max_retries,
         backoff_seconds=backoff_seconds,
-        pacer=RequestPacer(requests_per_window, window_seconds),
+        pacer=RequestPacer(
+            requests_per_window, window_seconds, sleep=lambda seconds: _pause(stop_event, seconds)
+        ),
         allow_insecure_http=allow_insecure_http,
+        stop=stop_event,
     )
     run_report.client_stats = client.stats
     sync = FleetSync(
@@ -85,6 +93,12 @@ def pump_portal(
         pump_metadata(sync),
         pump_summaries(sync),
     )
+
+
+def _pause(stop: threading.Event, seconds: float) -> None:
+    """The pacer's sleep: a rate-limit wait (up to Retry-After) ends when the run must stop."""
+    if stop.wait(seconds):
+        raise Stopped("the run was asked to stop while waiting for the rate limit")
 
 
 @dlt.resource(

@@ -37,6 +37,7 @@ from .errors import (
     PortalUnavailable,
     PortalUnreachable,
     RateLimited,
+    Stopped,
     error_class_for,
 )
 from .pacing import RequestPacer
@@ -126,6 +127,7 @@ class PortalClient:
         max_retry_after: float = settings.MAX_RETRY_AFTER_SECONDS,
         allow_insecure_http: bool = False,
         read_ahead: int = settings.DEFAULT_PAGE_READ_AHEAD,
+        stop: threading.Event | None = None,
     ) -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -147,6 +149,8 @@ class PortalClient:
         self.max_retry_after = max_retry_after
         self.pacer = pacer or RequestPacer()
         self.read_ahead = max(0, read_ahead)
+        # Set when the run must stop (SIGTERM/SIGINT): no new request starts, no wait goes on.
+        self.stop = stop or threading.Event()
         self._page_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.stats = ClientStats()
         self._stats_lock = threading.Lock()
@@ -359,9 +363,11 @@ class PortalClient:
         attempt = 0
         rate_limited = 0
         while True:
+            self._raise_if_stopped()
             waited = self.pacer.acquire()
             if waited:
                 self._add_wait(waited)
+            self._raise_if_stopped()
             self._count(template)
             try:
                 response = self._send(url, params)
@@ -407,7 +413,16 @@ class PortalClient:
                 self.max_retries,
                 delay,
             )
-            time.sleep(delay)
+            self.pause(delay)
+
+    def _raise_if_stopped(self) -> None:
+        if self.stop.is_set():
+            raise Stopped("the run was asked to stop; no new request is started")
+
+    def pause(self, seconds: float) -> None:
+        """Sleep, but wake and raise `Stopped` as soon as the run is asked to stop."""
+        if self.stop.wait(seconds):
+            self._raise_if_stopped()
 
     def _send(self, url: str, params: dict[str, Any] | None) -> requests.Response:
         """GET that follows redirects only within the portal's origin.

@@ -121,6 +121,10 @@ class RedirectRefused(PortalError):
     hint = "Set base_url to the origin the portal really serves the API on (scheme, host, port)."
 
 
+class Stopped(Exception):
+    """The run was asked to stop (SIGTERM or SIGINT): no new request is started."""
+
+
 # Maps (status, code) of the reference's error table to the class that represents it.
 _BY_CODE: dict[str, type[PortalError]] = {
     "invalid_pagination": InvalidRequest,
