@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import cli
+from pipelines.pump_portal import settings
 from tests.conftest import cli_environment, rows, scalar, sync
 from tests.portal_emulator import Fleet, PortalEmulator
 
@@ -50,8 +51,8 @@ def test_500_internal_error_retries_then_stops(emulator, tmp_path, monkeypatch, 
     exit_code, _, err = run_cli(emulator, emulator.keys.broken, tmp_path, monkeypatch, capsys)
 
     assert exit_code == cli.EXIT_API_UNAVAILABLE
-    # one attempt + 4 retries on the first request; nothing else is attempted
-    assert sum(emulator.counts.values()) == 5
+    # one attempt + every retry on the first request; nothing else is attempted
+    assert sum(emulator.counts.values()) == 1 + settings.DEFAULT_MAX_RETRIES
     line = last_error_line(err)
     assert "internal_error" in line and emulator.requests[-1].request_id in line
     assert "Traceback" not in err

@@ -204,7 +204,9 @@ def test_pumps_sharing_one_last_seen_across_a_run_boundary(emulator, fleet, pipe
     assert shared == sorted([(first,), (second,), (late,)])
 
 
-def test_failed_details_roll_back_state_and_next_run_loads_everything(emulator, fleet, pipeline):
+def test_a_detail_that_fails_after_retries_is_skipped_and_fetched_again_next_run(
+    emulator, fleet, pipeline
+):
     paged_sync(emulator, pipeline)
     reporting = [p for p in fleet.pump_ids() if fleet.pumps[p].last_seen is not None][:5]
     emulator.advance(600)
@@ -216,16 +218,23 @@ def test_failed_details_roll_back_state_and_next_run_loads_everything(emulator, 
     emulator.reset_counts()
     recovered = paged_sync(emulator, pipeline)
 
-    assert failed.outcome == "failed"
+    assert failed.outcome == "partial"  # everything else of the run loaded
+    assert [(i.resource, i.item_id) for i in failed.report.skipped] == [
+        ("pump_summaries", reporting[-1])
+    ]
     assert recovered.error is None
-    assert recovered.report.pumps_changed == 5
-    assert detail_requests(emulator) == 10
+    assert recovered.report.pumps_changed == 0
+    assert emulator.counts["/v1/pumps/:pumpId/summary"] == 1  # only the one that failed
+    assert emulator.counts["/v1/pumps/:pumpId/metadata"] == 0
     for pump in reporting:
         assert (
             scalar(
                 pipeline, f"select count(*) from controller_observations where pump_id = '{pump}'"
             )
             == 2
+        )
+        assert (
+            scalar(pipeline, f"select count(*) from pump_summaries where pump_id = '{pump}'") == 2
         )
     assert scalar(pipeline, "select count(*) from controllers") == 60
 

@@ -42,6 +42,7 @@ def pump_portal(
     window_seconds: float = 1.0,
     max_retries: int = settings.DEFAULT_MAX_RETRIES,
     backoff_seconds: float = settings.DEFAULT_BACKOFF_SECONDS,
+    retry_seconds: float = settings.DEFAULT_RETRY_SECONDS,
     allow_insecure_http: bool = False,
     run_at: Any = None,
     report: Any = None,
@@ -65,6 +66,7 @@ def pump_portal(
         pool_size=concurrency,
         max_retries=max_retries,
         backoff_seconds=backoff_seconds,
+        retry_seconds=retry_seconds,
         pacer=RequestPacer(
             requests_per_window, window_seconds, sleep=lambda seconds: _pause(stop_event, seconds)
         ),

@@ -122,6 +122,7 @@ class PortalClient:
         timeout: tuple[float, float] = settings.DEFAULT_TIMEOUT,
         max_retries: int = settings.DEFAULT_MAX_RETRIES,
         backoff_seconds: float = settings.DEFAULT_BACKOFF_SECONDS,
+        retry_seconds: float = settings.DEFAULT_RETRY_SECONDS,
         pacer: RequestPacer | None = None,
         pool_size: int = settings.DEFAULT_CONCURRENCY,
         max_retry_after: float = settings.MAX_RETRY_AFTER_SECONDS,
@@ -146,6 +147,7 @@ class PortalClient:
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_seconds = backoff_seconds
+        self.retry_seconds = retry_seconds
         self.max_retry_after = max_retry_after
         self.pacer = pacer or RequestPacer()
         self.read_ahead = max(0, read_ahead)
@@ -355,11 +357,13 @@ class PortalClient:
         """GET /v1<path>; the JSON object, or a typed `PortalError`.
 
         429 waits `Retry-After` (shared by all workers) and never counts as an attempt;
-        5xx, connection errors and non-JSON bodies retry with backoff, `max_retries` times.
+        5xx, connection errors and non-JSON bodies retry with backoff and jitter while the
+        request's time budget (`retry_seconds`) lasts, at most `max_retries` times.
         """
         url = f"{self.origin}{settings.API_PREFIX}{path}"
         endpoint = self._display(path, params.get("page") if params else None)
         template = _template(path)
+        began = time.monotonic()
         attempt = 0
         rate_limited = 0
         while True:
@@ -398,22 +402,21 @@ class PortalClient:
                 if not _is_transient(failure):
                     raise failure
             attempt += 1
-            if attempt > self.max_retries:
+            delay = self._backoff(attempt)
+            if attempt > self.max_retries or time.monotonic() - began + delay > self.retry_seconds:
                 raise failure
-            delay = min(
-                self.backoff_seconds * 2 ** (attempt - 1), settings.MAX_BACKOFF_SECONDS
-            ) * random.uniform(0.8, 1.2)
             with self._stats_lock:
                 self.stats.retries += 1
-            logger.warning(
-                "GET %s failed (%s), retry %d/%d in %.1f s",
-                endpoint,
-                failure,
-                attempt,
-                self.max_retries,
-                delay,
-            )
+            # INFO, not WARNING: a flaky portal retries hundreds of requests a run; what still
+            # fails after its retries is reported once, by the caller.
+            logger.info("GET %s failed (%s), retry %d in %.1f s", endpoint, failure, attempt, delay)
             self.pause(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Doubling waits, capped, half of each random: workers that failed together (a portal
+        restart) do not all come back in the same instant."""
+        ceiling = min(self.backoff_seconds * 2 ** (attempt - 1), settings.MAX_BACKOFF_SECONDS)
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _raise_if_stopped(self) -> None:
         if self.stop.is_set():

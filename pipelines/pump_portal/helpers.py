@@ -25,13 +25,16 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from . import records
+from . import records, settings
 from .client import Listing, PortalClient
 from .errors import (
     InsufficientScope,
+    InvalidResponse,
     ItemForbidden,
     ItemNotFound,
     NoDelegatedUsers,
+    PortalUnavailable,
+    RateLimited,
 )
 from .report import RunReport
 
@@ -89,6 +92,7 @@ class FleetSync:
         self._users: UserDirectory | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._versions_noted: set[str] = set()
+        self._failed_in_a_row = 0
 
     # --- state ------------------------------------------------------------------------------
 
@@ -193,7 +197,14 @@ class FleetSync:
         try:
             statistics = self.client.statistics().get("statistics")
             endpoint = "/v1/stats"
-        except (InsufficientScope, ItemForbidden, ItemNotFound) as error:
+        except (
+            InsufficientScope,
+            ItemForbidden,
+            ItemNotFound,
+            PortalUnavailable,
+            InvalidResponse,
+            RateLimited,
+        ) as error:
             # 403 without the reference's code, or 404 (a portal without /v1/stats): the
             # listing carries the same object, so the snapshot is taken from there.
             listing = self.listing()
@@ -266,8 +277,13 @@ class FleetSync:
             if isinstance(outcome, InsufficientScope | NoDelegatedUsers):
                 self.report.skip_resource(resource, outcome, "the API key cannot read it")
                 return
+            if self._failed_after_retries(outcome):
+                self.report.skip_item(resource, "pump", pump_id, outcome)
+                fetched.pop(pump_id, None)  # never fetched, as far as the next run knows
+                continue
             if isinstance(outcome, BaseException):
                 raise outcome
+            self._failed_in_a_row = 0
             fetched[pump_id] = stamp
             batch.append(outcome)
             if len(batch) >= 100:
@@ -311,11 +327,22 @@ class FleetSync:
             )
             directory.readable = False
             return directory
-        except (InsufficientScope, ItemForbidden, ItemNotFound) as error:
-            # A bare 403/404 here is not the reference's, but is no reason to lose the pumps.
-            self.report.skip_resource(
-                "delegated_users", error, "the API key cannot read GET /v1/delegated-users"
+        except (
+            InsufficientScope,
+            ItemForbidden,
+            ItemNotFound,
+            PortalUnavailable,
+            InvalidResponse,
+            RateLimited,
+        ) as error:
+            # A bare 403/404 here is not the reference's, and a failure after retries is the
+            # portal's: neither is a reason to lose the pumps. Users and links stay as they were.
+            why = (
+                "GET /v1/delegated-users failed after its retries; read again next run"
+                if isinstance(error, PortalUnavailable | InvalidResponse | RateLimited)
+                else "the API key cannot read GET /v1/delegated-users"
             )
+            self.report.skip_resource("delegated_users", error, why)
             directory.readable = False
             return directory
         rows = _object_list(body.get("delegated_users"))
@@ -363,8 +390,13 @@ class FleetSync:
                     "user_pump_links", outcome, "the API key cannot read GET /v1/users/:id/summary"
                 )
                 return rows
+            if self._failed_after_retries(outcome):
+                # Its links stay as they were (none ended, none added): read again next run.
+                self.report.skip_item("user_pump_links", "user", key, outcome)
+                continue
             if isinstance(outcome, BaseException):
                 raise outcome
+            self._failed_in_a_row = 0
             current, complete = outcome
             known = links_state.setdefault(key, {})
             for pump_id, is_owner in current.items():
@@ -403,6 +435,17 @@ class FleetSync:
             "valid_from": records.to_timestamp(link[1]),
             "valid_to": records.to_timestamp(ended),
         }
+
+    def _failed_after_retries(self, outcome: Any) -> bool:
+        """An item whose request still failed after its retries (5xx, no answer, not JSON, rate
+        limited for hours) is skipped and asked again next run, while the rest of the run loads.
+        Many in a row, none succeeding, is a portal that is down: that one raises."""
+        if not isinstance(outcome, PortalUnavailable | InvalidResponse | RateLimited):
+            return False
+        self._failed_in_a_row += 1
+        if self._failed_in_a_row >= settings.MAX_FAILED_ITEMS_IN_A_ROW:
+            raise outcome
+        return True
 
     # --- concurrency ------------------------------------------------------------------------
 

@@ -161,10 +161,14 @@ class PortalEmulator:
         retry_after: int | float | None = None,
         request_id_header: bool = True,
         match: str | None = None,
+        probability: float | None = None,
     ) -> None:
         """The next ``times`` requests for ``template`` (``"*"``: any; ``times=None``: until
-        ``clear_faults``) whose target (path + query) contains ``match`` get a fault instead."""
-        fault = Fault(template, kind, status, code, times, retry_after, request_id_header, match)
+        ``clear_faults``) whose target (path + query) contains ``match`` get a fault instead;
+        with ``probability``, only that share of them (a flaky portal)."""
+        fault = Fault(
+            template, kind, status, code, times, retry_after, request_id_header, match, probability
+        )
         with self.fleet.lock:
             self.app.faults.add(fault)
 

@@ -1,4 +1,4 @@
-"""Injected faults: the next N matching requests get a broken answer instead of the normal one.
+"""Injected faults: the next N matching requests (or a share of them) get a broken answer.
 
 Faults are consulted after the rate limiter (a 429 does not consume a fault) and before
 authentication (the fault replaces the whole answer, whatever the key).
@@ -7,6 +7,7 @@ authentication (the fault replaces the whole answer, whatever the key).
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,6 +29,9 @@ class Fault:
     retry_after: int | float | None
     request_id_header: bool
     match: str | None
+    # None: every matching request; else the share of them, drawn from a seeded generator so a
+    # flaky portal is the same flaky portal in every run of a test.
+    probability: float | None = None
 
     def applies(self, template: str, target: str) -> bool:
         """``match`` is a substring test on the request target (path and query string), so a
@@ -41,8 +45,9 @@ class FaultQueue:
     """Faults in injection order; the first that applies is consumed. Not locked itself: the
     emulator calls it under its lock."""
 
-    def __init__(self) -> None:
+    def __init__(self, seed: int = 0) -> None:
         self._faults: list[Fault] = []
+        self._random = random.Random(seed)
 
     def add(self, fault: Fault) -> None:
         if fault.kind not in KINDS:
@@ -56,6 +61,8 @@ class FaultQueue:
     def take(self, template: str, target: str) -> Fault | None:
         for index, fault in enumerate(self._faults):
             if fault.applies(template, target):
+                if fault.probability is not None and self._random.random() >= fault.probability:
+                    continue
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining == 0:
