@@ -166,3 +166,16 @@ def test_orchestrator_task_command_runs(portal, deployment, first_run):
     )
 
     assert completed.returncode == cli.EXIT_OK, completed.stderr
+
+
+def test_key_and_url_from_the_environment_alone_also_work(portal, tmp_path):
+    checkout = copy_checkout(tmp_path / "env-only")
+    assert not (checkout / ".dlt" / "secrets.toml").exists()
+    env = user_environment(
+        SOURCES__PUMP_PORTAL__API_KEY=portal.keys.full, SOURCES__PUMP_PORTAL__BASE_URL=portal.url
+    )
+
+    completed = run_in(checkout, "make run", env)
+
+    assert completed.returncode == cli.EXIT_OK, completed.stdout + completed.stderr
+    assert portal.keys.full not in completed.stdout + completed.stderr
