@@ -16,6 +16,8 @@ Scenarios (figures, ratios and targets: see `TARGETS` and the printed table):
                to the full sync's request count (`--full-baseline`: measure it on 5,000 pumps)
   rate_limit   1,000 pumps, 20 users, 20 ms, portal limit 50 requests per 1 s window, concurrency
                16, budget configured (50/1 s) and learned from 429s only
+  rate_limited 1,000 pumps, 20 users, 20 ms, portal limit 30 requests per 1 s window, the default
+               concurrency 8, learned and configured: wall / (requests / rate), 429s per window
   memory       20,000 pumps, 100 users, no latency: peak RSS
   what_if      full and memory again with another loader file format (parquet if pyarrow is
                importable, else jsonl), to measure the load-step finding in the same run
@@ -62,6 +64,12 @@ FULL = _fleet(5_000, 100, latency_ms=20.0)
 BASELINE = _fleet(500, 10, latency_ms=20.0)
 RATE = _fleet(1_000, 20, latency_ms=20.0, limit=50, window=1.0)
 MEMORY = _fleet(20_000, 100, latency_ms=0.0)
+# `rate_limited`: the pacer's own targets, at the default concurrency (row names, limit, targets).
+RATE30 = _fleet(1_000, 20, latency_ms=20.0, limit=30, window=1.0)
+RATE30_ROWS = (
+    ("rate30_learned", "rate limit 30/1 s, budget learned, default concurrency", False, 1.2),
+    ("rate30_configured", "rate limit 30/1 s, budget configured, default concurrency", True, 1.1),
+)
 CONCURRENCY = 16
 DEFAULT_CONCURRENCY = 8
 INCREMENTAL_FRACTION = 0.02
@@ -614,6 +622,30 @@ class Bench:
         with EmulatorProcess(RATE["pumps"], RATE["users"], RATE["latency_ms"], limit) as emu:
             self.run_sync("rate_learned", emu)
 
+    def rate_limited_30(self) -> None:
+        """The pacer against 30 requests per 1 s window, budget learned from 429s, then
+        configured exactly at the limit; a fresh emulator (fresh windows) for each."""
+        spec, rate = RATE30, RATE30["limit"] / RATE30["window"]
+        limit = f"{spec['limit']}/{spec['window']}"
+        for name, _, configured, _ in RATE30_ROWS:
+            with EmulatorProcess(spec["pumps"], spec["users"], spec["latency_ms"], limit) as emu:
+                budget = (spec["limit"], spec["window"]) if configured else None
+                data = self.run_sync(name, emu, concurrency=DEFAULT_CONCURRENCY, budget=budget)
+            if data.get("wall_s") is None:
+                continue
+            per_window = (data.get("server") or {}).get("rate_limited_per_window") or {}
+            windows = int(data["wall_s"] / spec["window"]) + 1
+            ratio = data["wall_s"] / (_answered(data) / rate)
+            self.log(
+                f"{name}: wall / (requests / rate) = {data['wall_s']:.1f} / "
+                f"({_answered(data)} / {rate:g}) = {ratio:.3f}; "
+                f"429s {data['rate_limited']} in ~{windows} windows "
+                f"({data['rate_limited'] / windows:.2f} per window, at most "
+                f"{max(per_window.values(), default=0)} in one); "
+                f"429 wait {data['rate_limit_wait_s']:.1f} s; extract step alone "
+                f"{(data.get('steps') or {}).get('extract', 0.0) / (_answered(data) / rate):.3f}x"
+            )
+
     def memory(self) -> None:
         with EmulatorProcess(MEMORY["pumps"], MEMORY["users"], MEMORY["latency_ms"]) as emu:
             self.run_sync("memory", emu)
@@ -687,6 +719,8 @@ class Bench:
                 self.baseline()
             if self.wants("rate_limit"):
                 self.rate_limited()
+            if self.wants("rate_limited"):
+                self.rate_limited_30()
             if self.wants("memory"):
                 self.memory()
             if self.args.profile != "no" and (self.args.profile == "yes" or not self.args.only):
@@ -971,6 +1005,27 @@ def summarize(results: dict[str, Any], what_if: str) -> list[dict[str, Any]]:
                     row["vs_ideal"],
                     row["vs_ideal"] <= TARGETS["rate_ideal"],
                 )
+                check(row, "429s per window <= 1", row["max_429"], row["max_429"] <= 1)
+            check(
+                row,
+                "no failed request (no retry, run succeeded)",
+                None,
+                row["error"] is None and data["retries"] == 0,
+            )
+    for name, label, configured, target in RATE30_ROWS:
+        row = add(name, label, RATE30)
+        if row is not None:
+            data = results[name]
+            row["ideal_s"] = _answered(data) / (RATE30["limit"] / RATE30["window"])
+            row["vs_ideal"] = row["wall_s"] / row["ideal_s"]
+            row["speedup"] = None
+            check(
+                row,
+                f"wall / (requests / rate) <= {target:g}",
+                row["vs_ideal"],
+                row["vs_ideal"] <= target,
+            )
+            if configured:
                 check(row, "429s per window <= 1", row["max_429"], row["max_429"] <= 1)
             check(
                 row,
@@ -1599,7 +1654,7 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda s: set(s.split(",")),
         default=None,
         help="comma-separated: full,incremental,probe,default_concurrency,"
-        "inprocess,what_if,baseline,rate_limit,memory",
+        "inprocess,what_if,baseline,rate_limit,rate_limited,memory",
     )
     parser.add_argument(
         "--full-baseline",

@@ -83,24 +83,26 @@ def test_listing_shift_insert_ahead_loads_each_pump_exactly_once(emulator, fleet
     first = paged_sync(emulator, pipeline)
     emulator.on_request(None)
 
-    # page 1's last pump moved to page 2 and was seen twice; the new pump at the head was missed
-    assert first.report.listing_complete is False
-    assert first.report.pumps_listed == 60
-    assert scalar(pipeline, "select count(*) from controllers") == 60
+    # page 1's last pump moved to page 2 and was seen twice: the walk saw the listing move and
+    # walked it again; the second walk, the new pump at its head, is the listing
+    assert first.report.listing_complete is True
+    assert first.report.pumps_listed == 61
+    assert scalar(pipeline, "select count(*) from controllers") == 61
     assert (
-        scalar(pipeline, f"select count(*) from controllers where pump_id = '{inserted[0]}'") == 0
+        scalar(pipeline, f"select count(*) from controllers where pump_id = '{inserted[0]}'") == 1
     )
+    assert emulator.counts["/v1/pumps"] == 14  # two walks of 7 pages (61 pumps by 10)
 
     second = paged_sync(emulator, pipeline)
 
     assert second.report.listing_complete is True
-    assert second.report.pumps_changed == 1
+    assert second.report.pumps_changed == 0
     assert scalar(pipeline, "select count(*) from controllers") == 61
     assert scalar(pipeline, "select count(distinct pump_id) from controllers") == 61
     assert scalar(pipeline, "select count(*) from controller_visibility where not is_visible") == 0
 
 
-def test_listing_shift_removal_ahead_catches_up_next_run(emulator, fleet, pipeline):
+def test_listing_shift_removal_ahead_is_walked_again(emulator, fleet, pipeline):
     order = fleet.pump_ids()
     removed, skipped_over = order[3], order[PAGE]
 
@@ -115,21 +117,21 @@ def test_listing_shift_removal_ahead_catches_up_next_run(emulator, fleet, pipeli
     first = paged_sync(emulator, pipeline, page_read_ahead=0)
     emulator.on_request(None)
 
-    # the first pump of page 2 slid onto page 1 after it was read: missed, and nothing is
-    # marked vanished from a listing that changed while it was paged
-    assert first.report.listing_complete is False
+    # the first pump of page 2 slid onto page 1 after it was read: the first walk missed it
+    # and saw pagination.total change; the second walk, still, is the listing: the removed pump
+    # is in no row (it was never loaded), the one it hid is
+    assert first.report.listing_complete is True
     loaded = {r[0] for r in rows(pipeline, "select pump_id from controllers")}
-    assert skipped_over not in loaded and removed in loaded
-    assert len(loaded) == 59
+    assert skipped_over in loaded and removed not in loaded
+    assert loaded == set(order) - {removed}
+    assert emulator.counts["/v1/pumps"] == 12  # two walks of 6 pages (59 pumps by 10)
 
     second = paged_sync(emulator, pipeline)
 
     assert second.report.listing_complete is True
     loaded = {r[0] for r in rows(pipeline, "select pump_id from controllers")}
-    assert loaded == set(order)
-    assert rows(pipeline, "select pump_id from controller_visibility where not is_visible") == [
-        (removed,)
-    ]
+    assert loaded == set(order) - {removed}
+    assert rows(pipeline, "select pump_id from controller_visibility where not is_visible") == []
 
 
 def test_vanished_pump_is_marked_not_deleted_and_can_return(emulator, fleet, pipeline):

@@ -41,13 +41,14 @@ from .errors import (
     error_class_for,
 )
 from .pacing import RequestPacer
+from .pagination import Listing, ListingRead, Page, PageWalk
+
+__all__ = ["Listing", "ListingRead", "Page", "PageWalk", "PortalClient"]
 
 logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
-# With no page count at all, a walk stops here (flagged) even while full pages keep coming.
-MAX_PAGES_WITHOUT_COUNT = 10_000
 # A 400 invalid_pagination on page 1 halves the page size down to this, then fails the run.
 MIN_PAGE_SIZE = 10
 
@@ -72,6 +73,7 @@ class ClientStats:
 
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
     rate_limited: int = 0
+    #: Wall-clock seconds the client stood paused after 429s (a pause counts once, not per worker).
     rate_limit_wait_seconds: float = 0.0
     retries: int = 0
     #: `api_version` values other than 1.x seen in answers (their data is still read as v1).
@@ -80,34 +82,6 @@ class ClientStats:
     @property
     def total_requests(self) -> int:
         return sum(self.requests.values())
-
-
-@dataclass
-class Page:
-    items: list[JSON]
-    body: JSON
-    number: int
-
-
-@dataclass
-class Listing:
-    """A paged listing walked to its end; `complete` says every item could have been seen.
-
-    A listing is complete when every page up to `has_next: false` was fetched, `pagination.total`
-    stayed the same on every page, and the number of distinct ids equals it. An offset-paged
-    listing that shifts while it is read may skip or repeat an item; the caller must not treat
-    absence as removal then.
-    """
-
-    pages: int = 0
-    total: int | None = None
-    complete: bool = True
-    problems: list[str] = field(default_factory=list)
-
-    def flag(self, problem: str) -> None:
-        self.complete = False
-        self.problems.append(problem)
-        logger.warning("listing incomplete: %s", problem)
 
 
 class PortalClient:
@@ -200,30 +174,54 @@ class PortalClient:
     def user_summary_pages(self, user_id: int, listing: Listing) -> Iterator[Page]:
         return self.pages(settings.ENDPOINT_USER_SUMMARY.format(user_id=user_id), listing)
 
+    def pump_listing(self, max_walks: int = settings.MAX_LISTING_WALKS) -> ListingRead:
+        """GET /v1/pumps, walked again while it moves: iterate `.pages`, then read `.rows()`."""
+        return self.listing(settings.ENDPOINT_PUMPS, max_walks)
+
+    def user_summary_listing(
+        self, user_id: int, max_walks: int = settings.MAX_LISTING_WALKS
+    ) -> ListingRead:
+        """GET /v1/users/:userId/summary, walked again while it moves (see `pump_listing`)."""
+        return self.listing(settings.ENDPOINT_USER_SUMMARY.format(user_id=user_id), max_walks)
+
     # --- pagination ------------------------------------------------------------------------
 
-    def pages(self, path: str, listing: Listing) -> Iterator[Page]:
-        """Yield pages 1, 2, ... to the listing's end; record completeness in `listing`.
+    def listing(self, path: str, max_walks: int = settings.MAX_LISTING_WALKS) -> ListingRead:
+        """A listing read to a consistent end: its `pages` walk `path` (every page of every walk,
+        each `Page.walk` numbered) until a walk saw the listing hold still, at most `max_walks`
+        walks (pagination.ListingRead); after the iteration, `rows()` and `listing` say what the
+        listing is. A still listing costs one walk; one that moves, a walk more per move seen."""
+        read = ListingRead(max_walks)
 
-        The reference promises `pagination` but "JSON may omit undefined keys", so the end is
-        read from the first signal present: `has_next`, else `pages` (or `total` over the page
-        size), else the page size itself (a full page means "ask for the next", a short or empty
-        one ends the listing). The page size is the server's `limit`, or what page 1 held: a
-        server may cap the limit we ask for. Never loops and never fails the run on pagination
-        alone: a server that keeps saying `has_next`, repeats pages, answers another page than
-        asked, or rejects a page it announced ends the walk with the listing flagged incomplete.
-        """
+        def walks() -> Iterator[Page]:
+            while True:
+                walk = read.start(path, self.page_size)
+                yield from self._pages(path, walk)
+                if not read.end(walk):
+                    return
+
+        read.pages = walks()
+        return read
+
+    def pages(self, path: str, listing: Listing) -> Iterator[Page]:
+        """Yield pages 1, 2, ... of one walk to the listing's end; record completeness in
+        `listing`. The stop and completeness rules are `pagination.PageWalk`'s: has_next, else
+        pages or total, else the page size; never loops, never fails the run on pagination
+        alone. One walk only: `listing()` walks again when the listing moved."""
+        return self._pages(path, PageWalk(path, self.page_size, listing))
+
+    def _pages(self, path: str, walk: PageWalk) -> Iterator[Page]:
         # Pages announced by `pagination.pages` are requested ahead, `read_ahead` at a time, and
         # still handled strictly in order: 100 pages at 20 ms no longer cost 2 s of waiting.
         ahead: dict[int, concurrent.futures.Future[JSON]] = {}
         try:
-            yield from self._walk(path, listing, ahead)
+            yield from self._walk(path, walk, ahead)
         finally:
             for future in ahead.values():
                 future.cancel()
 
     def _walk(
-        self, path: str, listing: Listing, ahead: dict[int, concurrent.futures.Future[JSON]]
+        self, path: str, walk: PageWalk, ahead: dict[int, concurrent.futures.Future[JSON]]
     ) -> Iterator[Page]:
         def fetch(page: int, limit: int) -> JSON:
             future = ahead.pop(page, None)
@@ -231,105 +229,29 @@ class PortalClient:
                 return future.result()
             return self.get(path, {"page": page, "limit": limit})
 
-        number = 1
-        seen_ids: set[str] = set()
-        anonymous = 0
-        totals: set[int] = set()
-        max_pages: int | None = None
-        pages: int | None = None
-        per_page: int | None = None
-        promised = True  # page 1 always exists
-        # One limit for the whole walk, even if another walk shrinks the client's meanwhile:
-        # page n covers items (n-1)*limit.. only while the limit stays the same.
-        limit = self.page_size
-        while True:
+        while walk.has_next_page:
+            number = walk.number
             try:
-                body = fetch(number, limit)
+                body = fetch(number, walk.limit)
             except (InvalidRequest, ItemNotFound) as error:
                 if number == 1:
-                    smaller = self._smaller_limit(error, limit)
+                    smaller = self._smaller_limit(error, walk.limit)
                     if smaller is not None:
-                        limit = smaller
+                        walk.limit = smaller
                         continue
                     raise
                 # A page past the end may be answered 400 invalid_pagination (or 404).
-                if promised:
-                    listing.flag(f"{path}: page {number} was announced, then refused ({error})")
+                walk.refused(error)
                 break
-            items, has_items = _listing_items(body, self._display(path, number))
-            pagination = body.get("pagination")
-            pagination = pagination if isinstance(pagination, dict) else {}
-            if not has_items and not pagination:
-                listing.flag(f"{path}: page {number} has neither controllers nor pagination")
+            items = walk.update(body)
+            if items is None:
                 break
-            listing.pages = number
-            ids = {i for i in map(_item_id, items) if i is not None}
-            # Rows without an id still count toward `total`: one broken row must not leave every
-            # listing incomplete (and so every vanished pump unnoticed) forever.
-            anonymous += sum(1 for item in items if _item_id(item) is None)
-            repeats_only = bool(ids) and ids <= seen_ids
-            seen_ids |= ids
-            echoed = _as_int(pagination.get("page"))
-            if echoed is not None and echoed != number:
-                # The items are still real pumps (duplicates merge on pump_id), but the server
-                # did not page as asked: what lies beyond cannot be reached safely.
-                yield Page(items=items, body=body, number=number)
-                listing.flag(f"{path}: asked for page {number}, the portal answered page {echoed}")
-                break
-            total = _as_int(pagination.get("total"))
-            if total is not None:
-                listing.total = total
-                totals.add(total)
-            if per_page is None:
-                per_page = _as_int(pagination.get("limit")) or len(items) or limit
-            pages = _as_int(pagination.get("pages"))
-            if pages is None and total is not None:
-                pages = math.ceil(total / per_page) if per_page > 0 else None
-            if pages is not None:
-                bound = pages + settings.EXTRA_PAGES_ALLOWED
-                max_pages = bound if max_pages is None else max(max_pages, bound)
-                for later in range(number + 1, min(pages, number + self.read_ahead) + 1):
-                    if later not in ahead:
-                        query = {"page": later, "limit": limit}
-                        ahead[later] = self._pages_pool().submit(self.get, path, query)
-            yield Page(items=items, body=body, number=number)
-
-            has_next = pagination.get("has_next")
-            if has_next is not None and has_next != "":
-                # `pages` beyond this page despite has_next false: read on, a request is cheap.
-                more = _as_bool(has_next) or (pages is not None and number < pages)
-                promised = more
-            elif pages is not None:
-                more = promised = number < pages
-            else:
-                more, promised = bool(items) and len(items) >= (per_page or 1), False
-            if not more:
-                break
-            if not items:
-                listing.flag(f"{path}: page {number} is empty but announces more")
-                break
-            if number > 1 and repeats_only:
-                listing.flag(f"{path}: page {number} repeats only items already seen")
-                break
-            if max_pages is not None and number >= max_pages:
-                listing.flag(f"{path}: has_next still true after {number} pages (pages={pages})")
-                break
-            if max_pages is None and number >= MAX_PAGES_WITHOUT_COUNT:
-                listing.flag(f"{path}: has_next still true after {number} pages, no page count")
-                break
-            number += 1
-
-        if len(totals) > 1:
-            # An insert and a removal between pages can leave the count right but the set wrong.
-            listing.flag(f"{path}: pagination.total changed while paging ({sorted(totals)})")
-        elif listing.total is not None and len(seen_ids) + anonymous != listing.total:
-            seen = len(seen_ids) + anonymous
-            listing.flag(
-                f"{path}: {seen} distinct items seen over {listing.pages} page(s), "
-                f"pagination.total says {listing.total}"
-            )
-        elif listing.total is None and pages is not None and listing.pages < pages:
-            listing.flag(f"{path}: stopped at page {listing.pages} of {pages}")
+            for later in walk.ahead(self.read_ahead):
+                if later not in ahead:
+                    query = {"page": later, "limit": walk.limit}
+                    ahead[later] = self._pages_pool().submit(self.get, path, query)
+            yield Page(items=items, body=body, number=number, walk=walk.index)
+        walk.finish()
 
     def _smaller_limit(self, error: PortalError, refused: int) -> int | None:
         """After a 400 invalid_pagination on page 1: the next limit to try, or None to give up.
@@ -522,8 +444,11 @@ class PortalClient:
             self.stats.requests[template] += 1
 
     def _add_wait(self, seconds: float) -> None:
+        """A worker waited `seconds` in the pacer. Every worker waits out the same 429 pause
+        (and the budget), so summing their waits counted one pause once per worker: the stat is
+        the pacer's wall-clock time paused after 429s instead."""
         with self._stats_lock:
-            self.stats.rate_limit_wait_seconds += seconds
+            self.stats.rate_limit_wait_seconds = self.pacer.paused_seconds
 
     @staticmethod
     def _display(path: str, page: Any = None) -> str:
@@ -555,47 +480,6 @@ def _is_loopback(host: str) -> bool:
 
 def _is_transient(error: PortalError) -> bool:
     return isinstance(error, PortalUnavailable | InvalidResponse)
-
-
-def _listing_items(body: JSON, endpoint: str) -> tuple[list[JSON], bool]:
-    """`controllers` of a listing page, and whether the key was there at all.
-
-    An object keyed "0", "1", ... (how some JSON encoders send a list with holes) is read as
-    its values; anything else that is not a list is not a listing.
-    """
-    raw = body.get("controllers")
-    if raw is None:
-        return [], False
-    if isinstance(raw, dict) and all(isinstance(v, dict) for v in raw.values()):
-        raw = list(raw.values())
-    if not isinstance(raw, list):
-        raise InvalidResponse("`controllers` is not a list", endpoint=endpoint)
-    return [item for item in raw if isinstance(item, dict)], True
-
-
-def _item_id(item: JSON) -> str | None:
-    """A listing row's pump_id as text (123 and "123" are one pump); None when missing or blank."""
-    value = item.get("pump_id")
-    if value is None or isinstance(value, dict | list) or not str(value).strip():
-        return None
-    return str(value)
-
-
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def _as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
 
 
 def _as_str(value: Any) -> str | None:

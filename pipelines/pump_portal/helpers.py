@@ -112,23 +112,23 @@ class FleetSync:
 
     def _read_listing(self) -> FleetListing:
         result = FleetListing()
-        walk = Listing()
+        # Walked again while it moves under the walk (new pumps at its front, removals): the
+        # listing is the first walk that saw it hold still, else the union of the walks, flagged.
+        read = self.client.pump_listing()
+        statistics_walk = 0
         try:
-            for page in self.client.pump_pages(walk):
-                if result.statistics is None and isinstance(page.body.get("statistics"), dict):
-                    result.statistics = page.body["statistics"]
-                for raw in page.items:
-                    pump_id = records.to_text(raw.get("pump_id"))
-                    if not (pump_id or "").strip():
-                        self.report.warn(f"a listing row without pump_id was ignored: {raw!r:.200}")
-                        continue
-                    # A pump seen twice in one shifting listing: the later copy is the newer.
-                    result.rows[pump_id] = raw
+            for page in read.pages:
+                statistics = page.body.get("statistics")
+                if isinstance(statistics, dict) and page.walk > statistics_walk:
+                    # The first statistics of each walk; the last walk's are the listing's.
+                    result.statistics, statistics_walk = statistics, page.walk
+                listed, total = read.listed()
                 self._progress(
-                    "controllers: page %d, %d pumps listed of %s",
+                    "controllers: page %d (walk %d), %d pumps listed of %s",
                     page.number,
-                    len(result.rows),
-                    walk.total,
+                    page.walk,
+                    listed,
+                    total,
                 )
         except InsufficientScope as error:
             self.report.skip_resource(
@@ -136,6 +136,16 @@ class FleetSync:
             )
             result.readable = False
             return result
+        for raw in read.rows():
+            pump_id = records.to_text(raw.get("pump_id"))
+            if not (pump_id or "").strip():
+                self.report.warn(f"a listing row without pump_id was ignored: {raw!r:.200}")
+                continue
+            # A pump seen twice (one shifting walk, or the union of walks): the later copy wins.
+            result.rows[pump_id] = raw
+        walk: Listing = read.listing
+        if walk.walks > 1:
+            logger.info("GET /v1/pumps took %d walks (it moved while paged)", walk.walks)
 
         self.report.listing_complete = walk.complete
         self.report.pumps_listed = len(result.rows)
@@ -417,13 +427,16 @@ class FleetSync:
         return rows
 
     def _user_links(self, user_id: int) -> tuple[dict[str, bool], bool]:
-        walk = Listing()
+        # Walked again while it moves, like the controllers listing: a complete walk ends links.
+        read = self.client.user_summary_listing(user_id)
+        for _ in read.pages:
+            pass
         links: dict[str, bool] = {}
-        for page in self.client.user_summary_pages(user_id, walk):
-            for raw in page.items:
-                pump_id = records.to_text(raw.get("pump_id"))
-                if pump_id is not None and pump_id.strip():
-                    links[pump_id] = bool(records.to_bool(raw.get("is_owner")))
+        for raw in read.rows():
+            pump_id = records.to_text(raw.get("pump_id"))
+            if pump_id is not None and pump_id.strip():
+                links[pump_id] = bool(records.to_bool(raw.get("is_owner")))
+        walk: Listing = read.listing
         return links, walk.complete
 
     @staticmethod

@@ -34,6 +34,12 @@ MAX_RATE_LIMITED_ATTEMPTS = 100
 # Listing pages requested ahead of the one being read (once `pagination.pages` is known).
 DEFAULT_PAGE_READ_AHEAD = 4
 
+# Walks of one listing (GET /v1/pumps, each GET /v1/users/:userId/summary) per run. A walk that
+# saw the listing move under it (counts changed, an item on two pages, fewer distinct items than
+# `total`, a short page before the last) is walked again; after this many walks the listing is
+# the union of what they saw, flagged incomplete, and the next run settles it (pagination.py).
+MAX_LISTING_WALKS = 3
+
 # Concurrent per-pump / per-user detail requests.
 DEFAULT_CONCURRENCY = 8
 

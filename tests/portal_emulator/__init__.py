@@ -4,6 +4,7 @@ An independent reading of ``/work/shared/api/portal-api-v1.md`` (it never import
 Choices where the reference is silent are documented where they take effect; README.md lists them.
 """
 
+from .churn import Churn, ChurnEvent
 from .clock import DEFAULT_START, SimClock, iso_ms
 from .emulator import PortalEmulator
 from .fleet import Fleet
@@ -17,6 +18,8 @@ __all__ = [
     "ACTIVE_WINDOW",
     "DEFAULT_START",
     "Alarm",
+    "Churn",
+    "ChurnEvent",
     "Fleet",
     "Keys",
     "PortalEmulator",

@@ -1,7 +1,9 @@
 """Command line: run the emulator in the foreground (for benchmarks and manual poking).
 
     python -m tests.portal_emulator --pumps 300 --users 12 --seed 7 --port 0 --latency-ms 0 \
-        [--rate-limit 50/1] [--max-limit 100] [--ready-file PATH]
+        [--rate-limit 50/1] [--max-limit 100] [--ready-file PATH] \
+        [--churn-inserts 1] [--churn-removals 0] [--churn-every 1] [--churn-remove served] \
+        [--churn-times N] [--churn-listing pumps|users]
 
 Prints the URL and every key, writes ``{"url", "keys", "pid"}`` to --ready-file atomically (temp
 file + rename) once listening, and stops cleanly on SIGTERM/SIGINT (exit status 0). The ready file
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from .churn import REMOVE_FROM
 from .emulator import PortalEmulator
 from .fleet import Fleet
 from .ratelimit import RateLimit
@@ -43,6 +46,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the simulated clock's start: ISO 8601, or 'now' (default 2025-03-20T10:00:00Z)",
     )
+    churn = parser.add_argument_group(
+        "listing churn",
+        "change the fleet while listings are paged (churn.py); off unless "
+        "--churn-inserts or --churn-removals is above 0",
+    )
+    churn.add_argument("--churn-inserts", type=int, default=0, help="new pumps at the front")
+    churn.add_argument("--churn-removals", type=int, default=0, help="pumps removed")
+    churn.add_argument("--churn-every", type=int, default=1, help="after every k-th page")
+    churn.add_argument("--churn-remove", choices=REMOVE_FROM, default="served")
+    churn.add_argument("--churn-times", type=int, default=None, help="changes at most")
+    churn.add_argument("--churn-listing", choices=("pumps", "users"), default="pumps")
     return parser.parse_args(argv)
 
 
@@ -72,6 +86,15 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         keep_records=not args.no_records,
     )
+    if args.churn_inserts > 0 or args.churn_removals > 0:
+        emulator.churn_listing(
+            "/v1/pumps" if args.churn_listing == "pumps" else "/v1/users/:userId/summary",
+            every=args.churn_every,
+            inserts=args.churn_inserts,
+            removals=args.churn_removals,
+            remove=args.churn_remove,
+            times=args.churn_times,
+        )
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -5,8 +5,10 @@ Order of checks (choice): the rate limiter decides at arrival; then the ``on_req
 and the simulated latency elapses (both outside the lock, so concurrent requests overlap and the
 hook may mutate the fleet); then an injected fault, if one matches, replaces the answer; then, for
 paths under /v1, authentication (so a broken key gets 500 even on unknown /v1 paths), then routing
-(404), scope (403) and the endpoint. Paths outside /v1 answer 404 without authentication. Any
-method other than GET answers 404 not_found (there is no such route in the reference).
+(404), scope (403) and the endpoint; right after an answer, under the lock it was built under,
+the listing churn (``churn.py``) changes the fleet if one is set. Paths outside /v1 answer 404
+without authentication. Any method other than GET answers 404 not_found (there is no such route
+in the reference).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from .api import PortalApi
+from .churn import Churn
 from .errors import ApiError
 from .faults import FaultQueue, fault_response
 from .fleet import Fleet
@@ -61,6 +64,7 @@ class PortalApp:
         self.log = RequestLog(keep_records)
         self.errors: list[BaseException] = []  # unexpected exceptions (hook or emulator bugs)
         self.hook: RequestHook | None = None
+        self.churn: Churn | None = None  # changes the fleet right after listing answers
         self.rate_limited_per_window: dict[int, int] = {}
         self.origin = time.monotonic()
         self._limiter: FixedWindowLimiter | None = None
@@ -142,7 +146,12 @@ class PortalApp:
             if route is None or request.method != "GET":
                 raise no_route
             require_scope(key, route.template)
-            body = self.api.handle(route, query, key)
+            with self.lock:
+                body = self.api.handle(route, query, key)
+                if self.churn is not None:
+                    # Under the lock the answer was built under: the next request, whoever
+                    # sends it, is the first to see the change.
+                    self.churn.after(self.fleet, route, query, self.api.max_limit)
         except ApiError as err:
             return error_response(err.status, err.code, err.message, request_id, err.headers)
         return json_response(200, body, request_id)

@@ -11,6 +11,7 @@ from datetime import datetime
 from types import TracebackType
 
 from .app import PortalApp, RequestHook
+from .churn import Churn, RemoveFrom
 from .faults import Fault, FaultKind
 from .fleet import Fleet
 from .keys import KeyRing, Keys
@@ -175,6 +176,31 @@ class PortalEmulator:
     def clear_faults(self) -> None:
         with self.fleet.lock:
             self.app.faults.clear()
+
+    def churn_listing(
+        self,
+        template: str = "/v1/pumps",
+        *,
+        every: int = 1,
+        inserts: int = 1,
+        removals: int = 0,
+        remove: RemoveFrom = "served",
+        times: int | None = None,
+    ) -> Churn:
+        """From now on, right after every ``every``-th answered page of ``template``
+        (``/v1/pumps`` or ``/v1/users/:userId/summary``), remove ``removals`` pumps (``remove``:
+        from the page just served, the page after it, or the end of the listing) and insert
+        ``inserts`` new ones at the front; ``times`` changes at most (None: until
+        ``clear_churn``). Returns the ``Churn``: its ``events``, ``inserted`` and ``removed`` are
+        the ground truth. See ``churn.py``."""
+        churn = Churn(template, every, inserts, removals, remove, times)
+        with self.fleet.lock:
+            self.app.churn = churn
+        return churn
+
+    def clear_churn(self) -> None:
+        with self.fleet.lock:
+            self.app.churn = None
 
     def on_request(self, callback: RequestHook | None) -> None:
         """``callback(info)`` runs before each request is answered, without the lock held (so it
