@@ -1,0 +1,1 @@
+"""Benchmark scenarios that are run by hand or by `make`, never as tests (see bench/history.py)."""
