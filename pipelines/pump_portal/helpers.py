@@ -46,6 +46,11 @@ progress_logger = logging.getLogger("pipelines.progress")
 T = TypeVar("T")
 R = TypeVar("R")
 
+# A request that still failed after every retry: the portal's trouble, asked again next run.
+FAILED_AFTER_RETRIES = (PortalUnavailable, InvalidResponse, RateLimited)
+# A 403 or 404 where the reference has none: the key cannot read that endpoint.
+UNREADABLE = (InsufficientScope, ItemForbidden, ItemNotFound)
+
 # Index of each field in state["pumps"][pump_id].
 _LAST_SEEN, _FINGERPRINT, _VISIBLE = 0, 1, 2
 
@@ -207,14 +212,7 @@ class FleetSync:
         try:
             statistics = self.client.statistics().get("statistics")
             endpoint = "/v1/stats"
-        except (
-            InsufficientScope,
-            ItemForbidden,
-            ItemNotFound,
-            PortalUnavailable,
-            InvalidResponse,
-            RateLimited,
-        ) as error:
+        except (*UNREADABLE, *FAILED_AFTER_RETRIES) as error:
             # 403 without the reference's code, or 404 (a portal without /v1/stats): the
             # listing carries the same object, so the snapshot is taken from there.
             listing = self.listing()
@@ -337,19 +335,12 @@ class FleetSync:
             )
             directory.readable = False
             return directory
-        except (
-            InsufficientScope,
-            ItemForbidden,
-            ItemNotFound,
-            PortalUnavailable,
-            InvalidResponse,
-            RateLimited,
-        ) as error:
+        except (*UNREADABLE, *FAILED_AFTER_RETRIES) as error:
             # A bare 403/404 here is not the reference's, and a failure after retries is the
             # portal's: neither is a reason to lose the pumps. Users and links stay as they were.
             why = (
                 "GET /v1/delegated-users failed after its retries; read again next run"
-                if isinstance(error, PortalUnavailable | InvalidResponse | RateLimited)
+                if isinstance(error, FAILED_AFTER_RETRIES)
                 else "the API key cannot read GET /v1/delegated-users"
             )
             self.report.skip_resource("delegated_users", error, why)
@@ -453,7 +444,7 @@ class FleetSync:
         """An item whose request still failed after its retries (5xx, no answer, not JSON, rate
         limited for hours) is skipped and asked again next run, while the rest of the run loads.
         Many in a row, none succeeding, is a portal that is down: that one raises."""
-        if not isinstance(outcome, PortalUnavailable | InvalidResponse | RateLimited):
+        if not isinstance(outcome, FAILED_AFTER_RETRIES):
             return False
         self._failed_in_a_row += 1
         if self._failed_in_a_row >= settings.MAX_FAILED_ITEMS_IN_A_ROW:

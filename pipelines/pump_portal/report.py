@@ -28,6 +28,28 @@ class SkippedItem:
     # run partial (exit 10).
     needs_action: bool = True
 
+    @classmethod
+    def of(
+        cls,
+        resource: str,
+        item_kind: str,
+        item_id: str | None,
+        error: PortalError,
+        message: str | None = None,
+        needs_action: bool = True,
+    ) -> SkippedItem:
+        """The item as the portal's error describes it (status, code, request id)."""
+        return cls(
+            resource=resource,
+            item_kind=item_kind,
+            item_id=item_id,
+            http_status=error.status,
+            code=error.code,
+            request_id=error.request_id,
+            message=message if message is not None else error.message,
+            needs_action=needs_action,
+        )
+
     def as_row(self, run_id: str, run_at: dt.datetime) -> dict[str, Any]:
         return {"run_id": run_id, "run_at": run_at, **asdict(self)}
 
@@ -50,17 +72,7 @@ class RunReport:
     client_stats: Any = None
 
     def skip_item(self, resource: str, item_kind: str, item_id: str, error: PortalError) -> None:
-        self.skipped.append(
-            SkippedItem(
-                resource=resource,
-                item_kind=item_kind,
-                item_id=item_id,
-                http_status=error.status,
-                code=error.code,
-                request_id=error.request_id,
-                message=error.message,
-            )
-        )
+        self.skipped.append(SkippedItem.of(resource, item_kind, item_id, error))
         logger.warning(
             "skipped %s %s in %s: %s (HTTP %s) [request id %s]",
             item_kind,
@@ -75,16 +87,7 @@ class RunReport:
         """A pump detail the portal does not have yet (404 not_found): recorded, not warned about;
         the run counts these pumps in one line."""
         self.without_data.append(
-            SkippedItem(
-                resource=resource,
-                item_kind="pump",
-                item_id=pump_id,
-                http_status=error.status,
-                code=error.code,
-                request_id=error.request_id,
-                message=error.message,
-                needs_action=False,
-            )
+            SkippedItem.of(resource, "pump", pump_id, error, needs_action=False)
         )
         logger.debug("no %s yet for pump %s [request id %s]", resource, pump_id, error.request_id)
 
@@ -93,17 +96,7 @@ class RunReport:
 
     def skip_resource(self, resource: str, error: PortalError, why: str) -> None:
         """A whole resource the key cannot read: one warning, one row."""
-        self.skipped.append(
-            SkippedItem(
-                resource=resource,
-                item_kind="resource",
-                item_id=None,
-                http_status=error.status,
-                code=error.code,
-                request_id=error.request_id,
-                message=why,
-            )
-        )
+        self.skipped.append(SkippedItem.of(resource, "resource", None, error, message=why))
         self.warn(f"{resource} skipped: {why} ({error.code}, request id {error.request_id})")
 
     def warn(self, message: str) -> None:
