@@ -252,8 +252,9 @@ def test_models_materialization_from_header() -> None:
     kinds = {model.name: model.materialized for model in models.load_models()}
     assert kinds["stg_controllers"] == "view"
     assert kinds["controllers_current"] == "view"
+    assert kinds["int_calendar_days"] == "table"
     for name in ("controller_daily", "fleet_history", "user_history", "alarms"):
-        assert kinds[name] == "table", name
+        assert kinds[name] == "incremental", name
 
 
 def test_models_build_on_empty_dataset(tmp_path: Path) -> None:

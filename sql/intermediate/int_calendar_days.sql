@@ -1,4 +1,5 @@
 -- One row per day (in the configured time zone), from the first sync's day to the last data.
+-- materialized: table (a few hundred rows a year: rebuilt whole by every build)
 
 with recursive
 
@@ -8,9 +9,9 @@ snapshots as (
 
 ),
 
-readings as (
+reading_tails as (
 
-    select * from {{ ref('int_controller_readings') }}
+    select * from {{ ref('int_controller_reading_tails') }}
 
 ),
 
@@ -25,8 +26,8 @@ snapshot_bounds as (
 
 reading_bounds as (
 
-    select max(reading_date) as last_date
-    from readings
+    select max(last_reading_date) as last_date
+    from reading_tails
 
 ),
 

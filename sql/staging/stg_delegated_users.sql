@@ -1,35 +1,26 @@
 -- One row per delegated user the portal ever listed: the latest statistics of that user's pumps.
+-- One select, no import CTE: PostgreSQL merges a view without a WITH clause into the query
+-- that reads it, so joins through it can use the raw table's indexes.
 
-with
+select
+    -- ids
+    user_id,
 
-source as (
+    -- text
+    name as user_name,
 
-    select * from {{ source('delegated_users') }}
+    -- numerics
+    total_controllers,
+    active_controllers,
+    offline_controllers,
+    total_water_delivered,
+    average_battery_soc,
+    wireguard_connections,
 
-),
+    -- timestamps
+    listed_at,
 
-renamed as (
+    -- the dlt load that wrote the row (incremental builds read new loads only)
+    _dlt_load_id as load_id
 
-    select
-        -- ids
-        user_id,
-
-        -- text
-        name as user_name,
-
-        -- numerics
-        total_controllers,
-        active_controllers,
-        offline_controllers,
-        total_water_delivered,
-        average_battery_soc,
-        wireguard_connections,
-
-        -- timestamps
-        listed_at
-
-    from source
-
-)
-
-select * from renamed
+from {{ source('delegated_users') }}

@@ -1,32 +1,23 @@
 -- One row per sync: the portal's fleet-wide statistics at the sync's time (raw `fleet_snapshots`).
+-- One select, no import CTE: PostgreSQL merges a view without a WITH clause into the query
+-- that reads it, so joins through it can use the raw table's indexes.
 
-with
+select
+    -- text
+    source_endpoint,
 
-source as (
+    -- numerics
+    total_controllers,
+    active_controllers,
+    offline_controllers,
+    total_water_delivered,
+    average_battery_soc,
+    wireguard_connections,
 
-    select * from {{ source('fleet_snapshots') }}
+    -- timestamps
+    snapshot_at,
 
-),
+    -- the dlt load that wrote the row (incremental builds read new loads only)
+    _dlt_load_id as load_id
 
-renamed as (
-
-    select
-        -- text
-        source_endpoint,
-
-        -- numerics
-        total_controllers,
-        active_controllers,
-        offline_controllers,
-        total_water_delivered,
-        average_battery_soc,
-        wireguard_connections,
-
-        -- timestamps
-        snapshot_at
-
-    from source
-
-)
-
-select * from renamed
+from {{ source('fleet_snapshots') }}
