@@ -1,20 +1,14 @@
-"""The DuckDB file beside BI readers: wait for its write lock, and publish a copy for readers.
+"""The sync's working DuckDB file: which file it is, and waiting while another process holds it.
 
 DuckDB allows one writer process or many readers, never both. So the sync writes its own working
-file (`[destination.duckdb] credentials`) and, after the load and the models, publishes a
-consistent copy (`[sync] publish_to`) by writing a temporary file and renaming it over the old
-one. The copy is written with `COPY FROM DATABASE` in an older storage format than the working
-file (`READER_STORAGE_VERSION`), so readers on DuckDB 1.x (the `duckdb` CLI, BI drivers) open it.
-A reader that holds the published file keeps reading the snapshot it opened (the rename leaves
-its open file intact) and sees the new one when it reconnects; it never blocks a run, never sees
-a half-loaded state. Only a process holding the working file can block a run: then
-the run waits with a bounded, logged retry and fails naming the holder.
+file (`[destination.duckdb] credentials`) and publishes copies for readers (`reader_copies.py`).
+Only a process holding the working file can block a run: then the run waits with a bounded,
+logged retry and fails naming the holder.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Callable
@@ -27,13 +21,6 @@ import duckdb
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# duckdb 2.x writes storage version 69 by default, which every 1.x reader refuses ("can only read
-# versions between 64 and 68"), and readers lag the python package: the duckdb CLI on PyPI is 1.5,
-# BI tools bundle their own 1.x driver. 'v1.0.0' writes version 64, the oldest format 2.x writes,
-# which DuckDB 0.10 and every 1.x open, and it holds all the sync writes (timestamptz, json,
-# views across schemas, dlt's tables).
-READER_STORAGE_VERSION = "v1.0.0"
 
 
 def is_duckdb(pipeline: dlt.Pipeline) -> bool:
@@ -66,10 +53,6 @@ class DestinationLocked(Exception):
         "published copy ([sync] publish_to) instead, or close the holder; nothing is lost: the "
         "next run loads what this one fetched."
     )
-
-
-class PublishFailed(Exception):
-    """The reader copy could not be written (the run's data is loaded in the working file)."""
 
 
 def retry_while_locked(
@@ -139,42 +122,3 @@ def lock_holder(message: str) -> str:
     """DuckDB names the holder: 'Conflicting lock is held in /usr/bin/python3 (PID 1234)'."""
     found = re.search(r"lock is held in (.+?) \(PID (\d+)\)", message)
     return f"{found.group(1)} (pid {found.group(2)})" if found else "another process"
-
-
-def publish(working: Path, published: Path) -> Path:
-    """Write a reader copy of the working file to `published` atomically (temp file, rename)."""
-    published.parent.mkdir(parents=True, exist_ok=True)
-    temporary = published.with_name(f".{published.name}.{os.getpid()}.tmp")
-    try:
-        # A leftover of a killed run with the same pid would be attached and clash with the copy.
-        remove_database_file(temporary)
-        with duckdb.connect(str(working)) as connection:
-            source = connection.execute("select current_database()").fetchone()[0]
-            # The working file's catalog is named after its file: keep the copy's alias distinct.
-            target = "reader" if source != "reader" else "reader_copy"
-            connection.execute(
-                f"attach ? as {target} (storage_version ?)",
-                [str(temporary), READER_STORAGE_VERSION],
-            )
-            # Copies schemas, tables, views (as their SQL), constraints, sequences and macros
-            # from one consistent snapshot; detach checkpoints the copy into its file.
-            connection.execute(f"copy from database {sql_identifier(source)} to {target}")
-            connection.execute(f"detach {target}")
-        with temporary.open("rb") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, published)
-    except BaseException:
-        remove_database_file(temporary)
-        raise
-    logger.info("published %s", published)
-    return published
-
-
-def remove_database_file(path: Path) -> None:
-    """Remove a DuckDB file and the write-ahead log it may have beside it."""
-    path.unlink(missing_ok=True)
-    path.with_name(f"{path.name}.wal").unlink(missing_ok=True)
-
-
-def sql_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'

@@ -17,7 +17,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from pipelines.warehouse import publish
+from pipelines.reader_copies import publish
 
 OLDER_READER = Path(sys.executable).parent / "duckdb"
 
@@ -175,7 +175,12 @@ def test_publish_replaces_the_file_under_a_reader_and_leaves_no_temporary_file(
             fresh.execute("attach ? as published (read_only)", [str(published)])
             rows = fresh.execute("select count(*) from published.pump_portal.controllers")
             assert rows.fetchone() == (3,)
-    assert sorted(path.name for path in readers.iterdir()) == ["warehouse.duckdb"]
+    # The published path is a symlink to one of two copies, each written and renamed whole.
+    assert sorted(path.name for path in readers.iterdir()) == [
+        "warehouse.duckdb",
+        "warehouse.duckdb.a",
+        "warehouse.duckdb.b",
+    ]
 
 
 def test_a_failed_publish_removes_its_temporary_file(tmp_path: Path) -> None:
