@@ -179,3 +179,50 @@ def test_key_and_url_from_the_environment_alone_also_work(portal, tmp_path):
 
     assert completed.returncode == cli.EXIT_OK, completed.stdout + completed.stderr
     assert portal.keys.full not in completed.stdout + completed.stderr
+
+
+def test_readme_own_pipeline_example_runs_the_source_in_part_then_whole(portal, tmp_path):
+    """The README's embedding example, as a user's script in their own folder: the committed
+    .dlt/ is not there, so the key and URL come from the environment as dlt reads them."""
+    script = tmp_path / "my_pipeline.py"
+    script.write_text(recipe("own-pipeline"))
+    env = user_environment(
+        SOURCES__PUMP_PORTAL__API_KEY=portal.keys.full,
+        SOURCES__PUMP_PORTAL__BASE_URL=portal.url,
+        DLT_DATA_DIR=str(tmp_path / "dlt"),  # not the host's /var/dlt: isolated on purpose
+        PYTHONPATH=str(ROOT),
+    )
+
+    completed = run_in(tmp_path, f"{ROOT}/.venv/bin/python {script}", env)
+
+    assert completed.returncode == 0, completed.stderr
+    with duckdb.connect(str(tmp_path / "my_portal.duckdb"), read_only=True) as db:
+        counts = dict(
+            db.execute(
+                "select table_name, estimated_size from duckdb_tables() "
+                "where schema_name = 'portal_raw' and not starts_with(table_name, '_dlt')"
+            ).fetchall()
+        )
+        links = db.execute("select count(*) from portal_raw.user_pump_links").fetchone()[0]
+    assert counts["controllers"] == 60
+    assert counts["pump_metadata"] == 60 - len(portal.fleet.missing_detail_pumps)
+    assert links == sum(len(portal.fleet.user_pump_ids(u)) for u in portal.fleet.user_ids())
+
+
+def test_readme_dlt_drop_resets_one_resource_and_the_next_run_reloads_it(
+    portal, deployment, first_run
+):
+    drop, run = commands(recipe("dlt-drop"))
+    env = user_environment(SOURCES__PUMP_PORTAL__BASE_URL=portal.url)
+    with_details = 60 - len(portal.fleet.missing_detail_pumps)
+
+    dropped = run_in(deployment, drop, env)
+    with duckdb.connect(str(deployment / "pump_portal_sync.duckdb"), read_only=True) as db:
+        left = {name for (name,) in db.execute("select table_name from duckdb_tables()").fetchall()}
+    again = run_in(deployment, run, env)
+
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert "pump_metadata" not in left and "controllers" in left
+    assert again.returncode == cli.EXIT_OK, again.stdout + again.stderr
+    assert f"pump_metadata {with_details}" in again.stdout  # every pump's metadata reloaded
+    assert "pump_summaries " not in again.stdout  # their own state said nothing was due

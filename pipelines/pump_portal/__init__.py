@@ -2,7 +2,14 @@
 users, user <-> pump links and per-pump details, loaded incrementally on `last_seen`.
 
 Each resource's docstring names its endpoint and how it loads. The decisions (what changed, what
-needs a detail call) live in `helpers.FleetSync`; HTTP lives in `client.PortalClient`.
+needs a detail call) live in `helpers.FleetSync`; HTTP lives in `client.PortalClient`; the state
+layout (one state per resource) and its migration live in `state.py`.
+
+The resources compose: any subset chosen with `with_resources` loads complete tables, and
+`dlt pipeline pump_portal drop <resource>` resets that resource's tables and state only. Each
+top-level listing is one unselected resource (`pump_listing`, `delegated_user_listing`) read once
+per run and handed to the transformers that need it; dlt runs it whenever one of them is
+selected and loads nothing from it unless it is selected itself.
 
 History tables are merged on their natural key rather than appended: a load killed after the
 destination committed a job but before dlt recorded it replays that job; a merge makes the replay
@@ -23,11 +30,25 @@ from dlt.sources import DltResource
 from . import records, settings
 from .client import PortalClient
 from .errors import Stopped
-from .helpers import FleetSync
+from .helpers import FleetSync, PumpListing, UserDirectory
 from .pacing import RequestPacer
 from .report import RunReport
+from .state import migrate_source_state
 
-__all__ = ["pump_portal", "PortalClient", "RunReport"]
+__all__ = ["pump_portal", "PortalClient", "RunReport", "RESOURCES"]
+
+# The resources a run loads, by name: what `with_resources`, `pump-portal run --select` and
+# `dlt pipeline pump_portal drop` accept. `controllers` writes three tables (see
+# LISTING_TABLE_HINTS); the two listings are read for them and load nothing themselves.
+RESOURCES = (
+    "controllers",
+    "pump_metadata",
+    "pump_summaries",
+    "fleet_snapshots",
+    "delegated_users",
+    "delegated_user_snapshots",
+    "user_pump_links",
+)
 
 
 @dlt.source(name="pump_portal", max_table_nesting=2)
@@ -77,23 +98,27 @@ def pump_portal(
     sync = FleetSync(
         client,
         run_report,
-        dlt.current.source_state,
         details_max_age=dt.timedelta(hours=details_max_age_hours),
         concurrency=concurrency,
     )
     # Types come from the hints and from records.coerce; guessing timestamps from strings would
     # make an undocumented field's type depend on which row came first.
     dlt.current.source_schema().remove_type_detection("iso_timestamp")
+    pumps = pump_listing(sync)
+    users = delegated_user_listing(sync)
+    # dlt starts extracting at the listing head of the first selected resource: GET /v1/pumps
+    # comes first (a portal that is down fails there, before /v1/stats would fall back to it),
+    # then /v1/stats, then the users; the per-pump and per-user calls follow.
     return (
-        controllers(sync),
-        controller_observations(sync),
-        controller_visibility(sync),
+        pumps,
+        _with_listing_tables(pumps | controllers(sync)),
+        pumps | pump_metadata(sync),
+        pumps | pump_summaries(sync),
         fleet_snapshots(sync),
-        delegated_users(sync),
-        delegated_user_snapshots(sync),
-        user_pump_links(sync),
-        pump_metadata(sync),
-        pump_summaries(sync),
+        users,
+        users | delegated_users(sync),
+        users | delegated_user_snapshots(sync),
+        users | user_pump_links(sync),
     )
 
 
@@ -103,46 +128,79 @@ def _pause(stop: threading.Event, seconds: float) -> None:
         raise Stopped("the run was asked to stop while waiting for the rate limit")
 
 
-@dlt.resource(
-    write_disposition="merge",
-    primary_key="pump_id",
-    columns=records.column_hints(records.CONTROLLER_FIELDS, listed_at="timestamp"),
-)
-def controllers(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/pumps, every page. Current state, merged on `pump_id`; only rows that changed
-    since the last load are written."""
-    yield sync.listing().changed
+def _own_state() -> dict[str, Any]:
+    """The state of the resource that calls it, once the old source-level layout (if a run of
+    an earlier version left it) has been moved into the resource states."""
+    migrate_source_state(dlt.current.source_state(), dlt.current.source_schema())
+    return dlt.current.resource_state()
 
 
-@dlt.resource(
-    write_disposition="merge",
-    primary_key=("pump_id", "last_seen"),
-    columns=records.column_hints(
-        {
-            k: v
-            for k, v in records.CONTROLLER_FIELDS.items()
-            if k.split(".")[0] in records.OBSERVATION_FIELDS
-        },
-        observed_at="timestamp",
+# The three tables of the `controllers` resource: (primary key, column hints) of each.
+LISTING_TABLE_HINTS: dict[str, tuple[str | tuple[str, ...], dict[str, Any]]] = {
+    "controllers": (
+        "pump_id",
+        records.column_hints(records.CONTROLLER_FIELDS, listed_at="timestamp"),
     ),
-)
-def controller_observations(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/pumps. Per-pump history: one row per new `last_seen` a run saw, unique on
-    (`pump_id`, `last_seen`)."""
-    yield sync.listing().observations
-
-
-@dlt.resource(
-    write_disposition="merge",
-    primary_key=("pump_id", "changed_at"),
-    columns=records.column_hints(
-        {"pump_id": "text", "changed_at": "timestamp", "is_visible": "bool"}
+    "controller_observations": (
+        ("pump_id", "last_seen"),
+        records.column_hints(
+            {
+                k: v
+                for k, v in records.CONTROLLER_FIELDS.items()
+                if k.split(".")[0] in records.OBSERVATION_FIELDS
+            },
+            observed_at="timestamp",
+        ),
     ),
-)
-def controller_visibility(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/pumps. A row when a pump first appears, vanishes from a complete listing, or
-    comes back; a pump's latest row says whether the portal still lists it."""
-    yield sync.listing().visibility
+    "controller_visibility": (
+        ("pump_id", "changed_at"),
+        records.column_hints({"pump_id": "text", "changed_at": "timestamp", "is_visible": "bool"}),
+    ),
+}
+
+
+def _with_listing_tables(resource: DltResource) -> DltResource:
+    """Give each table the listing resource writes its own hints. A table variant starts from
+    the resource's hints, so those carry none: the controllers' columns would leak into the
+    other two tables."""
+    for table, (primary_key, columns) in LISTING_TABLE_HINTS.items():
+        resource.apply_hints(
+            table_name=table,
+            write_disposition="merge",
+            primary_key=primary_key,
+            columns=columns,
+            create_table_variant=True,
+        )
+    return resource
+
+
+@dlt.resource(selected=False, max_table_nesting=0)
+def pump_listing(sync: FleetSync) -> Iterator[PumpListing]:
+    """GET /v1/pumps, every page, read once per run and handed to the transformers
+    `controllers`, `pump_metadata` and `pump_summaries`; each diffs it against its own state.
+
+    Not selected: it loads nothing itself (selected explicitly, one JSON row per run)."""
+    listing = sync.pump_listing()
+    if listing.readable:
+        yield listing
+
+
+@dlt.transformer(write_disposition="merge")
+def controllers(listing: PumpListing, sync: FleetSync) -> Iterator[Any]:
+    """GET /v1/pumps (from `pump_listing`), diffed against this resource's `pumps` state; one
+    resource for three tables, because one diff decides all three (hints: LISTING_TABLE_HINTS):
+
+    - `controllers`: current state, merged on `pump_id`; only rows that changed since the last
+      load are written.
+    - `controller_observations`: per-pump history, one row per new `last_seen` a run saw,
+      unique on (`pump_id`, `last_seen`).
+    - `controller_visibility`: a row when a pump first appears, vanishes from a complete
+      listing, or comes back; a pump's latest row says whether the portal still lists it.
+    """
+    changes = sync.controller_changes(listing, _own_state().setdefault("pumps", {}))
+    yield dlt.mark.with_table_name(changes.changed, "controllers")
+    yield dlt.mark.with_table_name(changes.observations, "controller_observations")
+    yield dlt.mark.with_table_name(changes.visibility, "controller_visibility")
 
 
 @dlt.resource(
@@ -160,27 +218,42 @@ def fleet_snapshots(sync: FleetSync) -> Iterator[dict[str, Any]]:
         yield snapshot
 
 
-@dlt.resource(
+@dlt.resource(selected=False, max_table_nesting=0)
+def delegated_user_listing(sync: FleetSync) -> Iterator[UserDirectory]:
+    """GET /v1/delegated-users, read once per run and handed to the transformers
+    `delegated_users`, `delegated_user_snapshots` and `user_pump_links`.
+
+    Not selected: it loads nothing itself (selected explicitly, one JSON row per run)."""
+    directory = sync.users()
+    if directory.readable:
+        yield directory
+
+
+@dlt.transformer(
     write_disposition="merge",
     primary_key="user_id",
     columns=records.column_hints(records.DELEGATED_USER_FIELDS, listed_at="timestamp"),
 )
-def delegated_users(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/delegated-users. Current users, merged on `user_id`."""
-    yield [{**user, "listed_at": sync.run_at} for user in sync.users().users]
+def delegated_users(directory: UserDirectory, sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
+    """GET /v1/delegated-users (from `delegated_user_listing`). Current users, merged on
+    `user_id`. Keeps no state: every run writes every user."""
+    yield [{**user, "listed_at": sync.run_at} for user in directory.users]
 
 
-@dlt.resource(
+@dlt.transformer(
     write_disposition="merge",
     primary_key=("user_id", "snapshot_at"),
     columns=records.column_hints(records.DELEGATED_USER_FIELDS, snapshot_at="timestamp"),
 )
-def delegated_user_snapshots(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/delegated-users. One row per user per run: the user history."""
-    yield [{**user, "snapshot_at": sync.run_at} for user in sync.users().users]
+def delegated_user_snapshots(
+    directory: UserDirectory, sync: FleetSync
+) -> Iterator[list[dict[str, Any]]]:
+    """GET /v1/delegated-users (from `delegated_user_listing`). One row per user per run: the
+    user history. Keeps no state."""
+    yield [{**user, "snapshot_at": sync.run_at} for user in directory.users]
 
 
-@dlt.resource(
+@dlt.transformer(
     write_disposition="merge",
     primary_key=("user_id", "pump_id", "valid_from"),
     columns=records.column_hints(
@@ -193,20 +266,22 @@ def delegated_user_snapshots(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
         }
     ),
 )
-def user_pump_links(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/users/:userId/summary, every page, for every delegated user. Which user sees
-    which pump, with validity: a link that disappears gets `valid_to`; it is never deleted."""
-    yield sync.users().link_rows
+def user_pump_links(directory: UserDirectory, sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
+    """GET /v1/users/:userId/summary, every page, for every user of `delegated_user_listing`.
+    Which user sees which pump, with validity: a link that disappears gets `valid_to`; it is
+    never deleted. The open links are this resource's `links` state."""
+    yield sync.user_links(directory, _own_state().setdefault("links", {}))
 
 
-@dlt.resource(
+@dlt.transformer(
     write_disposition="merge",
     primary_key="pump_id",
     columns=records.column_hints(records.METADATA_FIELDS, fetched_at="timestamp"),
 )
-def pump_metadata(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/pumps/:pumpId/metadata for pumps that reported, are new, or are past the max age.
-    Merged on `pump_id`; metadata fields that appear later become new columns."""
+def pump_metadata(listing: PumpListing, sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
+    """GET /v1/pumps/:pumpId/metadata for the pumps of `pump_listing` this resource never
+    fetched, fetched before their last report, or longer ago than the max age (its `fetched`
+    state). Merged on `pump_id`; metadata fields that appear later become new columns."""
 
     def to_row(pump_id: str, body: dict[str, Any]) -> dict[str, Any]:
         metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
@@ -215,17 +290,19 @@ def pump_metadata(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
         row["fetched_at"] = sync.run_at
         return row
 
-    yield from sync.details("pump_metadata", sync.client.pump_metadata, to_row)
+    fetched = _own_state().setdefault("fetched", {})
+    yield from sync.details("pump_metadata", listing, fetched, sync.client.pump_metadata, to_row)
 
 
-@dlt.resource(
+@dlt.transformer(
     write_disposition="merge",
     primary_key=("pump_id", "fetched_at"),
     columns=records.column_hints(records.SUMMARY_FIELDS, fetched_at="timestamp", pump_id="text"),
 )
-def pump_summaries(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
-    """GET /v1/pumps/:pumpId/summary for the same pumps as the metadata. One row per fetch
-    (history); `recent_alarms.alarms` and `week_trends.daily_summaries` become the child tables
+def pump_summaries(listing: PumpListing, sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
+    """GET /v1/pumps/:pumpId/summary for the pumps of `pump_listing` due by this resource's own
+    `fetched` state (as for the metadata). One row per fetch (history); `recent_alarms.alarms`
+    and `week_trends.daily_summaries` become the child tables
     `pump_summaries__recent_alarms__alarms` and `pump_summaries__week_trends__daily_summaries`."""
 
     def to_row(pump_id: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -248,7 +325,8 @@ def pump_summaries(sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
                     day["pump_id"] = row["pump_id"]
         return row
 
-    yield from sync.details("pump_summaries", sync.client.pump_summary, to_row)
+    fetched = _own_state().setdefault("fetched", {})
+    yield from sync.details("pump_summaries", listing, fetched, sync.client.pump_summary, to_row)
 
 
 def _drop_nulls(element: dict[str, Any]) -> None:

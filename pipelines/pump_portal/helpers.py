@@ -1,11 +1,11 @@
 """The sync's decisions: what changed since the last load, what needs a detail call, what vanished.
 
-`FleetSync` reads the portal through `PortalClient` once per run (lazily, whichever resource asks
-first) and compares what it sees with the source state dlt keeps for us:
-
-    state["pumps"][pump_id] = [last_seen, row fingerprint, visible]
-    state["details"][resource][pump_id] = when that detail was last fetched
-    state["links"][user_id][pump_id] = [is_owner, valid_from]
+`FleetSync` reads the portal through `PortalClient`: each top-level listing (GET /v1/pumps,
+GET /v1/delegated-users) once per run, lazily, whichever resource asks first. What each resource
+makes of a listing is decided against that resource's own state (layout in `state.py`), which
+the resource passes in: the controllers diff against `pumps`, each detail resource against the
+pumps it fetched, the user links against `links`. So any subset of resources loads complete
+tables, and each decides "changed" from what it itself loaded.
 
 A per-pump map instead of one high-water mark on `last_seen`: a pump missed by a shifting listing,
 a clock reset that moves `last_seen` backwards, and pumps sharing one `last_seen` are then all
@@ -37,6 +37,7 @@ from .errors import (
     RateLimited,
 )
 from .report import RunReport
+from .state import FETCHED_AT, FETCHED_SEEN, FINGERPRINT, LAST_SEEN, VISIBLE
 
 logger = logging.getLogger(__name__)
 # Progress of the long phases; the command line shows it as a live line on a terminal and as a
@@ -51,29 +52,42 @@ FAILED_AFTER_RETRIES = (PortalUnavailable, InvalidResponse, RateLimited)
 # A 403 or 404 where the reference has none: the key cannot read that endpoint.
 UNREADABLE = (InsufficientScope, ItemForbidden, ItemNotFound)
 
-# Index of each field in state["pumps"][pump_id].
-_LAST_SEEN, _FINGERPRINT, _VISIBLE = 0, 1, 2
+
+@dataclass
+class PumpListing:
+    """GET /v1/pumps as read this run, before any diff: every resource that needs the pumps
+    compares it with its own state."""
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # pump_id -> the raw row
+    complete: bool = False
+    problems: list[str] = field(default_factory=list)
+    statistics: dict[str, Any] | None = None
+    readable: bool = True
+    _seen: dict[str, str | None] = field(default_factory=dict, repr=False)
+
+    def seen(self, pump_id: str) -> str | None:
+        """The pump's `last_seen` as state stores it (ISO 8601, UTC); parsed once per run, for
+        whichever resources ask."""
+        if pump_id not in self._seen:
+            stamp = records.to_timestamp(self.rows[pump_id].get("last_seen"))
+            self._seen[pump_id] = records.iso(stamp)
+        return self._seen[pump_id]
 
 
 @dataclass
-class FleetListing:
-    """The controllers listing of this run, diffed against state."""
+class ListingChanges:
+    """The controllers listing diffed against the `controllers` resource's state."""
 
-    rows: dict[str, dict[str, Any]] = field(default_factory=dict)  # pump_id -> the raw row
     changed: list[dict[str, Any]] = field(default_factory=list)
     observations: list[dict[str, Any]] = field(default_factory=list)
     visibility: list[dict[str, Any]] = field(default_factory=list)
-    reported: set[str] = field(default_factory=set)  # last_seen differs from the last load
-    statistics: dict[str, Any] | None = None
-    readable: bool = True
 
 
 @dataclass
 class UserDirectory:
-    """Delegated users and their pump links, as read this run."""
+    """Delegated users, as read this run."""
 
     users: list[dict[str, Any]] = field(default_factory=list)
-    link_rows: list[dict[str, Any]] = field(default_factory=list)
     readable: bool = True
 
 
@@ -82,7 +96,6 @@ class FleetSync:
         self,
         client: PortalClient,
         report: RunReport,
-        state: Callable[[], dict[str, Any]],
         *,
         details_max_age: dt.timedelta,
         concurrency: int,
@@ -90,33 +103,25 @@ class FleetSync:
         self.client = client
         self.report = report
         self.run_at = report.run_at
-        self._state_fn = state
         self.details_max_age = details_max_age
         self.concurrency = max(1, concurrency)
-        self._listing: FleetListing | None = None
+        self._listing: PumpListing | None = None
         self._users: UserDirectory | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._versions_noted: set[str] = set()
         self._failed_in_a_row = 0
 
-    # --- state ------------------------------------------------------------------------------
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self._state_fn()
-
-    def _pump_state(self) -> dict[str, list[Any]]:
-        return self.state.setdefault("pumps", {})
-
     # --- controllers listing ------------------------------------------------------------------
 
-    def listing(self) -> FleetListing:
+    def pump_listing(self) -> PumpListing:
+        """GET /v1/pumps, read on the first call of the run (by the listing resource, or by the
+        fleet snapshot's fallback) and shared after that."""
         if self._listing is None:
             self._listing = self._read_listing()
         return self._listing
 
-    def _read_listing(self) -> FleetListing:
-        result = FleetListing()
+    def _read_listing(self) -> PumpListing:
+        result = PumpListing()
         # Walked again while it moves under the walk (new pumps at its front, removals): the
         # listing is the first walk that saw it hold still, else the union of the walks, flagged.
         read = self.client.pump_listing()
@@ -151,47 +156,55 @@ class FleetSync:
         walk: Listing = read.listing
         if walk.walks > 1:
             logger.info("GET /v1/pumps took %d walks (it moved while paged)", walk.walks)
-
+        result.complete, result.problems = walk.complete, list(walk.problems)
         self.report.listing_complete = walk.complete
         self.report.pumps_listed = len(result.rows)
-        pumps = self._pump_state()
-        for pump_id, raw in result.rows.items():
+        self._note_api_versions()
+        return result
+
+    def controller_changes(
+        self, listing: PumpListing, pumps: dict[str, list[Any]]
+    ) -> ListingChanges:
+        """Diff the listing against `pumps` (the controllers resource's state) and update it:
+        rows that changed, new `last_seen` observations, pumps that appeared or vanished."""
+        result = ListingChanges()
+        reported = 0
+        for pump_id, raw in listing.rows.items():
             known = pumps.get(pump_id)
             # The raw row's hash first: an unchanged pump (most of them, most runs) costs one
             # hash and no coercion.
             mark = records.fingerprint(raw)
-            if known is not None and known[_FINGERPRINT] == mark and known[_VISIBLE]:
+            if known is not None and known[FINGERPRINT] == mark and known[VISIBLE]:
                 continue
             row = records.coerce(raw, records.CONTROLLER_FIELDS)
             row["pump_id"] = pump_id
-            seen = records.iso(row.get("last_seen"))
-            if known is None or known[_LAST_SEEN] != seen:
-                result.reported.add(pump_id)
+            seen = listing.seen(pump_id)
+            if known is None or known[LAST_SEEN] != seen:
+                reported += 1
                 if row.get("last_seen") is not None:
                     observation = {k: row[k] for k in records.OBSERVATION_FIELDS if k in row}
                     observation["observed_at"] = self.run_at
                     result.observations.append(observation)
-            if known is None or known[_FINGERPRINT] != mark:
+            if known is None or known[FINGERPRINT] != mark:
                 result.changed.append({**row, "listed_at": self.run_at})
-            if known is None or not known[_VISIBLE]:
+            if known is None or not known[VISIBLE]:
                 result.visibility.append(self._visibility_row(pump_id, True))
                 if known is not None:
                     self.report.pumps_returned += 1
             pumps[pump_id] = [seen, mark, True]
-        if walk.complete:
+        if listing.complete:
             for pump_id, known in pumps.items():
-                if known[_VISIBLE] and pump_id not in result.rows:
-                    known[_VISIBLE] = False
+                if known[VISIBLE] and pump_id not in listing.rows:
+                    known[VISIBLE] = False
                     result.visibility.append(self._visibility_row(pump_id, False))
                     self.report.pumps_vanished += 1
-        elif walk.problems:
+        elif listing.problems:
             self.report.warn(
                 "controllers listing was not complete, so no pump is marked vanished this run: "
-                + "; ".join(walk.problems)
+                + "; ".join(listing.problems)
             )
-        self.report.pumps_changed = len(result.reported)
+        self.report.pumps_changed = reported
         self.report.controllers_updated = len(result.changed)
-        self._note_api_versions()
         return result
 
     def _note_api_versions(self) -> None:
@@ -215,7 +228,7 @@ class FleetSync:
         except (*UNREADABLE, *FAILED_AFTER_RETRIES) as error:
             # 403 without the reference's code, or 404 (a portal without /v1/stats): the
             # listing carries the same object, so the snapshot is taken from there.
-            listing = self.listing()
+            listing = self.pump_listing()
             if not listing.readable or listing.statistics is None:
                 self.report.skip_resource(
                     "fleet_snapshots", error, "the API key can read neither /v1/stats nor /v1/pumps"
@@ -236,29 +249,35 @@ class FleetSync:
 
     # --- per-pump details -------------------------------------------------------------------
 
-    def pumps_needing(self, resource: str) -> list[str]:
-        """Pumps whose `last_seen` moved, never fetched, or fetched longer ago than the max age."""
-        listing = self.listing()
-        fetched = self.state.setdefault("details", {}).setdefault(resource, {})
+    def pumps_due(self, listing: PumpListing, fetched: dict[str, list[Any]]) -> list[str]:
+        """Listed pumps this detail resource never fetched, fetched at another `last_seen` (the
+        pump reported since), or fetched longer ago than the max age. `fetched` is the detail
+        resource's own state, so a resource loaded alone or reset by `drop` decides for itself."""
         oldest = (self.run_at - self.details_max_age).timestamp()
         due = []
         for pump_id in listing.rows:
-            at = fetched.get(pump_id)
-            if pump_id in listing.reported or at is None or _epoch(at) <= oldest:
+            entry = fetched.get(pump_id)
+            if (
+                entry is None
+                or entry[FETCHED_AT] <= oldest
+                or entry[FETCHED_SEEN] != listing.seen(pump_id)
+            ):
                 due.append(pump_id)
         return due
 
     def details(
         self,
         resource: str,
+        listing: PumpListing,
+        fetched: dict[str, list[Any]],
         fetch: Callable[[str], dict[str, Any]],
         to_row: Callable[[str, dict[str, Any]], dict[str, Any]],
     ) -> Iterator[list[dict[str, Any]]]:
         """Fan out one detail call per due pump; 403/404 skip that pump, the run goes on.
 
-        Rows come in lists of up to 100: dlt handles a list as one item."""
-        due = self.pumps_needing(resource)
-        fetched = self.state["details"][resource]
+        `fetched` (the resource's state) records when, and at which `last_seen`, each pump was
+        fetched. Rows come in lists of up to 100: dlt handles a list as one item."""
+        due = self.pumps_due(listing, fetched)
         # Epoch seconds: compared for every pump on every run, parsed never.
         stamp = int(self.run_at.timestamp())
         logger.info("%s: %d detail calls due", resource, len(due))
@@ -276,11 +295,11 @@ class FleetSync:
                 # The reference's 404 on a pump's details: "no metadata/summary for that pump",
                 # the normal state of a pump that has never reported, not a failure.
                 self.report.no_data_yet(resource, pump_id, outcome)
-                fetched[pump_id] = stamp
+                fetched[pump_id] = [stamp, listing.seen(pump_id)]
                 continue
             if isinstance(outcome, ItemForbidden):
                 self.report.skip_item(resource, "pump", pump_id, outcome)
-                fetched[pump_id] = stamp
+                fetched[pump_id] = [stamp, listing.seen(pump_id)]
                 continue
             if isinstance(outcome, InsufficientScope | NoDelegatedUsers):
                 self.report.skip_resource(resource, outcome, "the API key cannot read it")
@@ -292,7 +311,7 @@ class FleetSync:
             if isinstance(outcome, BaseException):
                 raise outcome
             self._failed_in_a_row = 0
-            fetched[pump_id] = stamp
+            fetched[pump_id] = [stamp, listing.seen(pump_id)]
             batch.append(outcome)
             if len(batch) >= 100:
                 yield batch
@@ -320,6 +339,7 @@ class FleetSync:
     # --- users ------------------------------------------------------------------------------
 
     def users(self) -> UserDirectory:
+        """GET /v1/delegated-users, read on the first call of the run and shared after that."""
         if self._users is None:
             self._users = self._read_users()
         return self._users
@@ -371,12 +391,16 @@ class FleetSync:
             by_id[user["user_id"]] = user
         directory.users = list(by_id.values())
         self.report.users_listed = len(directory.users)
-        directory.link_rows = self._read_links(list(by_id))
         self._note_api_versions()
         return directory
 
-    def _read_links(self, user_ids: list[int]) -> list[dict[str, Any]]:
-        links_state: dict[str, dict[str, list[Any]]] = self.state.setdefault("links", {})
+    def user_links(
+        self, directory: UserDirectory, links_state: dict[str, dict[str, list[Any]]]
+    ) -> list[dict[str, Any]]:
+        """GET /v1/users/:userId/summary for every user, diffed against `links_state` (the
+        user_pump_links resource's state) and updated: a link new or changed opens a row, a link
+        gone from a complete listing (or of a user no longer delegated) gets `valid_to`."""
+        user_ids = [user["user_id"] for user in directory.users]
         rows: list[dict[str, Any]] = []
         run_at = records.iso(self.run_at)
         seen_users: set[str] = set()
@@ -506,11 +530,3 @@ def _object_list(value: Any) -> list[dict[str, Any]] | None:
     if not isinstance(value, list):
         return None
     return [item for item in value if isinstance(item, dict)]
-
-
-def _epoch(value: Any) -> float:
-    """A stored fetch time: epoch seconds (or, from older state, an ISO string)."""
-    if isinstance(value, int | float):
-        return float(value)
-    parsed = records.to_timestamp(value)
-    return parsed.timestamp() if parsed is not None else 0.0
