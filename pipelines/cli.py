@@ -27,7 +27,8 @@ from dlt.common.configuration.exceptions import (
 
 from .console import end_live_line, fail, install_progress, say
 from .deployment import ConfigError, SyncSettings
-from .models import ModelSettings, build_models
+from .models import ModelSettings, build_models, models_schema
+from .pump_portal import RESOURCES
 from .pump_portal.errors import (
     AuthenticationError,
     InsufficientScope,
@@ -36,17 +37,11 @@ from .pump_portal.errors import (
     PortalError,
     RedirectRefused,
 )
+from .reader_copies import PublishFailed, PublishReport, publish_copy, skipped_for_readers
 from .run_lock import RunInProgress, RunLock
 from .runner import SyncResult, describe, make_pipeline, note_run, run_sync
 from .shutdown import StopRequested
-from .warehouse import (
-    DestinationLocked,
-    PublishFailed,
-    publish,
-    retry_while_locked,
-    wait_schedule,
-    working_file,
-)
+from .warehouse import DestinationLocked, retry_while_locked, wait_schedule, working_file
 
 logger = logging.getLogger("pipelines")
 
@@ -93,7 +88,21 @@ def build_parser() -> CommandLine:
     )
     run.add_argument("--destination", help="override [pipelines.pump_portal] destination_type")
     run.add_argument("--no-models", action="store_true", help="skip building sql/ models")
-    commands.add_parser("models", parents=[common], help="build the sql/ models on the destination")
+    run.add_argument(
+        "--select",
+        type=resource_names,
+        default=(),
+        metavar="A,B",
+        help=f"load only these resources ({', '.join(RESOURCES)})",
+    )
+    models = commands.add_parser(
+        "models", parents=[common], help="build the sql/ models on the destination"
+    )
+    models.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild every model from all history instead of only what changed",
+    )
     status = commands.add_parser(
         "status", parents=[common], help="last runs and freshness; exit 11 when stale"
     )
@@ -104,6 +113,17 @@ def build_parser() -> CommandLine:
         help="stale threshold (default [sync] max_staleness_minutes or 60)",
     )
     return parser
+
+
+def resource_names(value: str) -> tuple[str, ...]:
+    """`--select controllers,pump_metadata`: known resource names, comma-separated."""
+    names = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in names if name not in RESOURCES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown resource {', '.join(unknown) or '(none)'}; choose from {', '.join(RESOURCES)}"
+        )
+    return names
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,10 +183,15 @@ def command_run(args: argparse.Namespace) -> int:
         )
     try:
         waits = wait_schedule(sync_settings.lock_wait_seconds)
-        build = None if args.no_models else partial(build_models, should_stop=stop.is_set)
+        build = (
+            None
+            if args.no_models
+            else partial(build_models, should_stop=stop.is_set, full_refresh=args.full_refresh)
+        )
         result = run_sync(
             pipeline,
             full_refresh=args.full_refresh,
+            select=args.select,
             build_models=build,
             stop=stop,
             lock_waits=waits,
@@ -184,18 +209,27 @@ def command_run(args: argparse.Namespace) -> int:
 
 def publish_for_readers(
     pipeline: dlt.Pipeline, result: SyncResult, target: Path, waits: tuple[float, ...]
-) -> Path | None:
+) -> PublishReport | None:
     """The reader copy of a DuckDB run; a failure to write it fails the run (data stays loaded)."""
     working = working_file(pipeline)
     if working is None:
         return None
     try:
-        return retry_while_locked(lambda: publish(working, target), working, waits, "publishing")
-    except (DestinationLocked, duckdb.Error, OSError) as error:
+        return retry_while_locked(
+            lambda: publish_for(pipeline, working, target), working, waits, "publishing"
+        )
+    except (DestinationLocked, PublishFailed, duckdb.Error, OSError) as error:
         failure = PublishFailed(f"{target}: {os_reason(error)}")
         result.outcome, result.failed_step, result.error = "failed", "publish", failure
         note_run(pipeline, result)  # the journal, where `status` reads the last run
         return None
+
+
+def publish_for(pipeline: dlt.Pipeline, working: Path, target: Path) -> PublishReport:
+    """Publish the working file for readers, without the models' helper tables and dlt's
+    staging scratch, which readers do not need and which would grow the copy with every reading."""
+    skip = skipped_for_readers(pipeline.dataset_name, models_schema(pipeline))
+    return publish_copy(working, target, skip=skip)
 
 
 def command_models(args: argparse.Namespace) -> int:
@@ -203,10 +237,10 @@ def command_models(args: argparse.Namespace) -> int:
     ModelSettings.from_config()
     pipeline = make_pipeline()
     try:
-        built = build_models(pipeline)
+        built = build_models(pipeline, full_refresh=args.full_refresh)
         working = working_file(pipeline)
         if working is not None and sync_settings.publish_to:
-            publish(working, Path(sync_settings.publish_to))
+            publish_for(pipeline, working, Path(sync_settings.publish_to))
     except (ConfigError, ConfigurationException):
         raise
     except Exception as error:  # noqa: BLE001
@@ -330,7 +364,7 @@ def missing_hint(error: ConfigFieldMissingException) -> str:
     )
 
 
-def print_summary(result: SyncResult, pipeline, published: Path | None = None) -> None:  # type: ignore[no-untyped-def]
+def print_summary(result: SyncResult, pipeline, published: PublishReport | None = None) -> None:  # type: ignore[no-untyped-def]
     report = result.report
     stats = report.client_stats
     lines = [

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ import dlt
 import pendulum
 from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.exceptions import SignalReceivedException
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.destinations.impl.postgres.configuration import PostgresCredentials
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -124,7 +125,13 @@ def configured_destination(destination: Any = None) -> Any:
         # The working file is dlt's `[destination.duckdb] credentials`, which dlt only accepts
         # from the environment or secrets.toml; the default is set here, not in config.toml.
         path = deployment.secret_setting("destination.duckdb.credentials")
-        return dlt.destinations.duckdb(credentials=path or deployment.DEFAULT_WORKING_FILE)
+        # Every connection dlt opens on the file (the load, `pipeline.sql_client()` for the
+        # models) gets the [sync] memory limit and threads: set once per database, globally.
+        credentials = DuckDbCredentials(
+            path or deployment.DEFAULT_WORKING_FILE,
+            global_config=deployment.SyncSettings.from_config().duckdb_config(),
+        )
+        return dlt.destinations.duckdb(credentials=credentials)
     if destination == "postgres":
         url = deployment.secret_setting("destination.postgres.credentials")
         if isinstance(url, str) and "://" in url:
@@ -146,13 +153,15 @@ def run_sync(
     build_models: Callable[[dlt.Pipeline], list[str]] | None = None,
     stop: StopRequested | None = None,
     lock_waits: tuple[float, ...] | None = None,
+    select: Sequence[str] = (),
     **source_options: Any,
 ) -> SyncResult:
     """Run one cycle and return what happened; never raises for an API or destination failure.
 
     `stop` (installed by the command line for SIGTERM/SIGINT) ends the cycle where it can stop
     cleanly; `lock_waits` bound every wait for a DuckDB working file another process holds
-    (default: `[sync] lock_wait_seconds`). Every ending is recorded (`record_run`)."""
+    (default: `[sync] lock_wait_seconds`); `select` names the resources to load (default: all).
+    Every ending is recorded (`record_run`)."""
     started = pendulum.now("UTC")
     report = RunReport(run_at=pendulum.instance(run_at) if run_at else started)
     result = SyncResult(report=report, started_at=started)
@@ -185,11 +194,15 @@ def run_sync(
             drop_models(pipeline)
         step = "extract"
         source = pump_portal(report=report, run_at=report.run_at, stop=stop.event, **source_options)
+        if select:
+            source = source.with_resources(*select)
+        # With a selection, a full refresh drops only the selected resources' tables and state.
+        refresh = ("drop_resources" if select else "drop_sources") if full_refresh else None
         info = while_locked(
             _loader(
                 pipeline,
                 source,
-                refresh="drop_sources" if full_refresh else None,
+                refresh=refresh,
                 loader_file_format=loader_file_format(pipeline),
             ),
             "the load",
