@@ -65,6 +65,7 @@ def pump_portal(
     backoff_seconds: float = settings.DEFAULT_BACKOFF_SECONDS,
     retry_seconds: float = settings.DEFAULT_RETRY_SECONDS,
     allow_insecure_http: bool = False,
+    request_timeout: float | None = None,
     run_at: Any = None,
     report: Any = None,
     stop: Any = None,
@@ -74,6 +75,8 @@ def pump_portal(
     `run_at` stamps snapshots and history rows (default: now); `report` (a `RunReport`) collects
     counts and skipped items for the caller; `stop` (a `threading.Event`), once set, makes the
     client start no new request and end every wait. None is read from configuration.
+    `request_timeout` (seconds to wait for an answer) defaults to dlt's `[runtime]
+    request_timeout` (60 s).
     """
     stop_event: threading.Event = stop if stop is not None else threading.Event()
     stamp = pendulum.instance(run_at) if run_at is not None else pendulum.now("UTC")
@@ -92,6 +95,7 @@ def pump_portal(
             requests_per_window, window_seconds, sleep=lambda seconds: _pause(stop_event, seconds)
         ),
         allow_insecure_http=allow_insecure_http,
+        timeout=_timeouts(request_timeout),
         stop=stop_event,
     )
     run_report.client_stats = client.stats
@@ -120,6 +124,19 @@ def pump_portal(
         users | delegated_user_snapshots(sync),
         users | user_pump_links(sync),
     )
+
+
+def _timeouts(request_timeout: float | None) -> tuple[float, float]:
+    """(connect, read) timeouts: the source's own, else dlt's `[runtime] request_timeout`, which
+    dlt's own REST helpers use too."""
+    read = request_timeout
+    if read is None:
+        read = dlt.config.get("runtime.request_timeout", float)
+    if read is None:
+        return settings.DEFAULT_TIMEOUT
+    if read <= 0:
+        raise ValueError(f"request_timeout must be positive, not {read!r}")
+    return (min(settings.CONNECT_TIMEOUT, read), float(read))
 
 
 def _pause(stop: threading.Event, seconds: float) -> None:

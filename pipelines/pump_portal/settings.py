@@ -8,6 +8,9 @@ DEFAULT_PAGE_SIZE = 50
 
 # (connect, read) seconds. The summary endpoint aggregates a week of data server-side.
 DEFAULT_TIMEOUT = (5.0, 60.0)
+# Connecting is quick or not at all; a slow answer gets the read timeout (dlt's
+# `[runtime] request_timeout`, or the source's `request_timeout`).
+CONNECT_TIMEOUT = 5.0
 
 # Transient failures (5xx, connection errors, bodies that are not the expected JSON) are
 # retried with doubling, jittered waits while a request's time budget lasts, and at most this
