@@ -27,7 +27,7 @@ from dlt.common.configuration.exceptions import (
 
 from .console import end_live_line, fail, install_progress, say
 from .deployment import ConfigError, SyncSettings
-from .models import ModelSettings, build_models, models_schema
+from .models import BuiltModel, ModelSettings, build_models, models_schema
 from .pump_portal import RESOURCES
 from .pump_portal.errors import (
     AuthenticationError,
@@ -248,11 +248,43 @@ def command_models(args: argparse.Namespace) -> int:
         return fail(
             EXIT_DESTINATION,
             f"models failed: {describe(error)}",
-            "check the destination (credentials, a process holding the DuckDB file); "
+            out_of_memory_hint(error)
+            or "check the destination (credentials, a process holding the DuckDB file); "
             "--log-level DEBUG shows the traceback",
         )
-    say(f"built {len(built)} models: {', '.join(built)}")
+    say(f"built {len(built)} models: {describe_build(built)}")
     return EXIT_OK
+
+
+def describe_build(built: Sequence[str]) -> str:
+    """'4 incremental (1,210 rows changed), 2 full (first build), 10 views': what the build did,
+    so a slow run that rebuilt everything says why."""
+    groups: dict[str, list[BuiltModel]] = {}
+    for model in built:
+        if isinstance(model, BuiltModel):
+            groups.setdefault(model.how, []).append(model)
+    parts = []
+    incremental = groups.pop("incremental", [])
+    if incremental:
+        changed = sum(model.rows_changed or 0 for model in incremental)
+        parts.append(f"{len(incremental)} incremental ({changed:,} rows changed)")
+    full = groups.pop("full", [])
+    if full:
+        # The root causes: the rest follow from them ("int_x is rebuilt whole") or always hold.
+        reasons = sorted(
+            {
+                model.reason
+                for model in full
+                if model.reason != "materialized: table"
+                and not model.reason.endswith("is rebuilt whole")
+            }
+        )
+        parts.append(f"{len(full)} full" + (f" ({'; '.join(reasons)})" if reasons else ""))
+    views = groups.pop("view", [])
+    if views:
+        parts.append(f"{len(views)} views")
+    parts += [f"{len(models)} {how}" for how, models in groups.items()]
+    return ", ".join(parts) or ", ".join(built)
 
 
 def config_problem(error: BaseException) -> str:
@@ -280,6 +312,18 @@ def os_reason(error: BaseException) -> str:
         return error.strerror
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def out_of_memory_hint(error: BaseException) -> str | None:
+    """A full model build reads all history at once: past a few months it needs more than the
+    memory limit that bounds a scheduled cycle."""
+    if "Out of Memory Error" not in str(error):
+        return None
+    return (
+        "the sync's data is loaded; a first or full model build reads all history at once and "
+        "needs more memory than [sync] duckdb_memory_limit allows: run it once with more, e.g. "
+        "SYNC__DUCKDB_MEMORY_LIMIT=4GB pump-portal models (later builds are incremental)"
+    )
 
 
 def exit_for(result: SyncResult, stop: StopRequested | None = None) -> int:
@@ -336,7 +380,8 @@ def exit_for(result: SyncResult, stop: StopRequested | None = None) -> int:
         return fail(
             EXIT_DESTINATION,
             f"models failed: {describe(error)}",
-            "the sync's data is loaded; check the destination (a process holding it, space, "
+            out_of_memory_hint(error)
+            or "the sync's data is loaded; check the destination (a process holding it, space, "
             "permissions) and run `pump-portal models`; --log-level DEBUG shows the traceback",
         )
     if result.failed_step in ("load", "sync"):
@@ -393,7 +438,7 @@ def print_summary(result: SyncResult, pipeline, published: PublishReport | None 
     for warning in report.warnings:
         lines.append(f"  warning: {warning}")
     if result.models_built:
-        lines.append(f"  models built: {', '.join(result.models_built)}")
+        lines.append(f"  models: {describe_build(result.models_built)}")
     if published is not None:
         lines.append(f"  published for readers: {published}")
     say("\n".join(lines))

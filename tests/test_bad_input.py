@@ -160,7 +160,7 @@ def test_publish_target_on_a_read_only_file_system_keeps_the_summary_and_the_dat
     assert f"could not publish the reader copy {target}" in line
     assert "Read-only file system" in line
     assert "pump_portal sync failed" in completed.stdout  # the summary still came
-    assert "models built:" in completed.stdout
+    assert "10 full (first build), 10 views" in completed.stdout  # the models were built
     working = deployment / "pump_portal_sync.duckdb"
     with duckdb.connect(str(working), read_only=True) as db:
         assert db.execute("select count(*) from pump_portal.controllers").fetchone() == (20,)
@@ -260,3 +260,39 @@ def test_postgres_without_credentials_names_the_variable(portal, checkout):
     )
 
     assert_one_error_line(completed, cli.EXIT_CONFIG, "DESTINATION__POSTGRES__CREDENTIALS")
+
+
+def test_full_build_out_of_memory_names_the_setting_and_the_readme_fix_builds(tmp_path):
+    """A first (full) build reads all history at once; under a memory limit too small for it the
+    run says which setting to raise, and the README's one-off command builds."""
+    fleet = Fleet.generate(pumps=60, users=3, seed=3)
+    with PortalEmulator(fleet) as emu:
+        env = user_environment(
+            SOURCES__PUMP_PORTAL__BASE_URL=emu.url,
+            SOURCES__PUMP_PORTAL__API_KEY=emu.keys.full,
+            DESTINATION__DUCKDB__CREDENTIALS=str(tmp_path / "pump_portal_sync.duckdb"),
+            PIPELINES__PUMP_PORTAL__PIPELINES_DIR=str(tmp_path / "pipelines"),
+            SYNC__PUBLISH_TO=str(tmp_path / "pump_portal_warehouse.duckdb"),
+        )
+        loaded = run_in(ROOT, ".venv/bin/pump-portal run --no-models", env)
+        starved = run_in(
+            ROOT, ".venv/bin/pump-portal models", {**env, "SYNC__DUCKDB_MEMORY_LIMIT": "1MB"}
+        )
+        (fix,) = [
+            line.split("  #")[0].strip()
+            for line in re.search(
+                r"<!-- recipe:models-full-refresh-memory -->\n```\w*\n(.*?)```",
+                (ROOT / "README.md").read_text(),
+                re.S,
+            )
+            .group(1)
+            .splitlines()
+            if line.strip()
+        ]
+        built = run_in(ROOT, fix, env)
+
+    assert loaded.returncode == cli.EXIT_OK, loaded.stderr
+    line = assert_one_error_line(starved, cli.EXIT_DESTINATION, "SYNC__DUCKDB_MEMORY_LIMIT=4GB")
+    assert "Out of Memory Error" in line
+    assert built.returncode == cli.EXIT_OK, built.stderr
+    assert "built 20 models: 10 full (full refresh requested), 10 views" in built.stdout

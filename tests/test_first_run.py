@@ -226,3 +226,17 @@ def test_readme_dlt_drop_resets_one_resource_and_the_next_run_reloads_it(
     assert again.returncode == cli.EXIT_OK, again.stdout + again.stderr
     assert f"pump_metadata {with_details}" in again.stdout  # every pump's metadata reloaded
     assert "pump_summaries " not in again.stdout  # their own state said nothing was due
+
+
+def test_readme_models_full_refresh_rebuilds_every_model(portal, deployment, first_run):
+    env = user_environment(SOURCES__PUMP_PORTAL__BASE_URL=portal.url)
+    (command,) = commands(recipe("models-full-refresh"))
+
+    incremental = run_in(deployment, ".venv/bin/pump-portal models", env)
+    full = run_in(deployment, command, env)
+
+    assert incremental.returncode == cli.EXIT_OK, incremental.stderr
+    # nothing was loaded since the last build: the calendar (a small table) is rebuilt anyway
+    assert "built 20 models: 9 incremental (0 rows changed), 1 full, 10 views" in incremental.stdout
+    assert full.returncode == cli.EXIT_OK, full.stderr
+    assert "built 20 models: 10 full (full refresh requested), 10 views" in full.stdout
