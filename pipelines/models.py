@@ -67,6 +67,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import hashlib
+import importlib.resources
 import logging
 import re
 import time
@@ -85,7 +86,9 @@ from .deployment import ConfigError, setting, where_set
 
 logger = logging.getLogger(__name__)
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# sql/ ships inside the package (pipelines/sql links to the repository's sql/; a wheel carries
+# it as package data), so an install apart from the checkout finds the models too.
+SQL_DIR = Path(str(importlib.resources.files("pipelines") / "sql"))
 LAYERS = ("staging", "intermediate", "marts")
 MODELS_DIALECT = "duckdb"  # the dialect sql/ is written in
 MATERIALIZATIONS = ("view", "table", "incremental")

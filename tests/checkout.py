@@ -37,9 +37,13 @@ def copy_checkout(target: Path) -> Path:
     ).stdout.decode()
     for name in filter(None, listed.split("\0")):
         source = ROOT / name
+        destination = target / name
+        if source.is_symlink():  # pipelines/sql -> ../sql, as git checks it out
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.symlink_to(os.readlink(source))
+            continue
         if not source.is_file():  # deleted in the work tree but still in the index
             continue
-        destination = target / name
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
     (target / ".venv").symlink_to(ROOT / ".venv")
