@@ -35,6 +35,7 @@ from .pump_portal.errors import (
     InvalidRequest,
     ItemForbidden,
     PortalError,
+    PortalUnavailable,
     RedirectRefused,
 )
 from .reader_copies import PublishFailed, PublishReport, publish_copy, skipped_for_readers
@@ -103,6 +104,12 @@ def build_parser() -> CommandLine:
         action="store_true",
         help="rebuild every model from all history instead of only what changed",
     )
+    commands.add_parser(
+        "check",
+        parents=[common],
+        help="in seconds: does the portal answer, is the key valid, what can it read, "
+        "is the destination reachable",
+    )
     status = commands.add_parser(
         "status", parents=[common], help="last runs and freshness; exit 11 when stale"
     )
@@ -141,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .status import command_status
 
             return command_status(args)
+        if args.command == "check":
+            return command_check(args)
         return command_models(args)
     except (ConfigError, ConfigurationException) as error:
         return fail(EXIT_CONFIG, f"configuration error: {config_problem(error)}", CONFIG_HINT)
@@ -253,6 +262,61 @@ def command_models(args: argparse.Namespace) -> int:
             "--log-level DEBUG shows the traceback",
         )
     say(f"built {len(built)} models: {describe_build(built)}")
+    return EXIT_OK
+
+
+def command_check(args: argparse.Namespace) -> int:
+    """`pump-portal check`: one request per endpoint and one query on the destination; exit
+    codes as `run` (3 key rejected or nothing readable, 4 portal unreachable, 5 destination)."""
+    from .check import CheckReport, check_destination, check_portal, portal_client
+
+    report = CheckReport()
+    client = portal_client()
+    try:
+        check_portal(client, report)
+    except (AuthenticationError, PortalUnavailable) as error:
+        report.portal_error = error
+    finally:
+        client.close()
+    check_destination(make_pipeline(), report)
+    lines = [f"portal {report.origin}"]
+    if isinstance(report.portal_error, PortalUnavailable):
+        lines.append(f"  does not answer: {report.portal_error}")
+    elif isinstance(report.portal_error, AuthenticationError):
+        lines.append(f"  answers; the key is rejected: {report.portal_error}")
+    else:
+        lines.append(
+            "  answers; the key is valid" if report.readable else "  answers; the key reads nothing"
+        )
+        width = max(len(probe.endpoint) for probe in report.probes)
+        for probe in report.probes:
+            detail = f" ({probe.detail})" if probe.detail else ""
+            lines.append(f"  GET {probe.endpoint:<{width}}  {probe.outcome}{detail}")
+    where = report.destination
+    if report.destination_error is None:
+        lines.append(f"destination {where}: reachable")
+    else:
+        lines.append(f"destination {where}: not reachable: {describe(report.destination_error)}")
+    say("\n".join(lines))
+    if isinstance(report.portal_error, AuthenticationError):
+        return fail(
+            EXIT_AUTH, f"the API key is rejected: {report.portal_error}", report.portal_error.hint
+        )
+    if isinstance(report.portal_error, PortalUnavailable):
+        return fail(
+            EXIT_API_UNAVAILABLE,
+            f"the portal does not answer: {report.portal_error}",
+            report.portal_error.hint,
+        )
+    if not report.readable:
+        return fail(EXIT_AUTH, "the API key can read no endpoint", InsufficientScope.hint)
+    if report.destination_error is not None:
+        return fail(
+            EXIT_DESTINATION,
+            f"destination {where} not reachable: {describe(report.destination_error)}",
+            "check the destination's credentials, that the server runs, and that no other "
+            "process holds a DuckDB working file",
+        )
     return EXIT_OK
 
 
