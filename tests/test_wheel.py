@@ -15,16 +15,18 @@ import zipfile
 from pathlib import Path
 
 from pipelines import cli
-from tests.checkout import ROOT, user_environment
+from tests.checkout import copy_checkout, user_environment
 from tests.portal_emulator import Fleet, PortalEmulator
 
 
 def test_wheel_installed_apart_runs_the_job_from_an_empty_folder(tmp_path: Path) -> None:
     wheels, target, folder = tmp_path / "wheels", tmp_path / "site", tmp_path / "empty"
     folder.mkdir()
+    source = copy_checkout(tmp_path / "source")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run(
-        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
+        # from a copy: setuptools builds in the source tree (build/, *.egg-info)
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
         check=True,
         capture_output=True,
         cwd=tmp_path,
