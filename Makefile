@@ -6,10 +6,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo run models status test lint bench clean
+.PHONY: help install demo run models status test lint bench bench-sync bench-history clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,11 +35,16 @@ test: $(STAMP)  ## the whole test suite
 	$(PY) -m pytest -q
 
 lint: $(STAMP)  ## ruff check and format check
-	$(PY) -m ruff check pipelines tests
-	$(PY) -m ruff format --check pipelines tests
+	$(PY) -m ruff check pipelines tests bench
+	$(PY) -m ruff format --check pipelines tests bench
 
-bench: $(STAMP)  ## benchmark scenarios against the emulator; writes bench/RESULTS.md
-	$(PY) -m tests.bench
+bench: bench-sync bench-history  ## both benchmarks below (about 40 minutes)
+
+bench-sync: $(STAMP)  ## sync scenarios against the emulator; writes bench/RESULTS.md
+	$(PY) -m tests.bench $(ARGS)
+
+bench-history: $(STAMP)  ## a year of history (70 M readings): cycle vs one day; bench/HISTORY.md
+	$(PY) -m bench.history --write-results bench/HISTORY.md $(ARGS)
 
 clean:  ## remove the virtual environment and local demo/test output
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
