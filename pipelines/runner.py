@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +17,7 @@ from dlt.common.configuration.exceptions import ConfigurationException
 from dlt.common.exceptions import SignalReceivedException
 from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 from dlt.destinations.impl.postgres.configuration import PostgresCredentials
+from dlt.extract import DltResource
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from . import deployment
@@ -38,6 +39,9 @@ from .warehouse import (
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Where each run records itself, beside the data.
+RECORD_TABLES = ("sync_runs", "skipped_items")
 
 # Journal rows re-merged into sync_runs on every recorded run: enough to cover a long outage.
 JOURNAL_BACKFILL = 50
@@ -80,8 +84,10 @@ class SyncResult:
     error: BaseException | None = None
     failed_step: str | None = None
     rows: dict[str, int] = field(default_factory=dict)
-    models_built: list[str] = field(default_factory=list)
+    models_built: Sequence[str] = ()
     recovered_pending: bool = False
+    # The run's `sync_runs` row went in with its data; what changed after the load is updated.
+    recorded_with_load: bool = False
 
     @property
     def seconds(self) -> float:
@@ -127,11 +133,11 @@ def configured_destination(destination: Any = None) -> Any:
         path = deployment.secret_setting("destination.duckdb.credentials")
         # Every connection dlt opens on the file (the load, `pipeline.sql_client()` for the
         # models) gets the [sync] memory limit and threads: set once per database, globally.
-        credentials = DuckDbCredentials(
+        working = DuckDbCredentials(
             path or deployment.DEFAULT_WORKING_FILE,
             global_config=deployment.SyncSettings.from_config().duckdb_config(),
         )
-        return dlt.destinations.duckdb(credentials=credentials)
+        return dlt.destinations.duckdb(credentials=working)
     if destination == "postgres":
         url = deployment.secret_setting("destination.postgres.credentials")
         if isinstance(url, str) and "://" in url:
@@ -150,7 +156,7 @@ def run_sync(
     *,
     full_refresh: bool = False,
     run_at: dt.datetime | None = None,
-    build_models: Callable[[dlt.Pipeline], list[str]] | None = None,
+    build_models: Callable[[dlt.Pipeline], Sequence[str]] | None = None,
     stop: StopRequested | None = None,
     lock_waits: tuple[float, ...] | None = None,
     select: Sequence[str] = (),
@@ -198,15 +204,25 @@ def run_sync(
             source = source.with_resources(*select)
         # With a selection, a full refresh drops only the selected resources' tables and state.
         refresh = ("drop_resources" if select else "drop_sources") if full_refresh else None
+        data: list[Any] = [source]
+        if refresh is None:
+            # The run's own rows travel in its load package: one load, one `_dlt_loads` row and
+            # one trace per sync. dlt applies a refresh to every source of a run (the record's
+            # would drop the data's tables), so a full refresh records its run in a load of its own.
+            data += run_records(pipeline, result)
         info = while_locked(
             _loader(
                 pipeline,
-                source,
+                data,
+                # One schema for both: a schema of dlt's defaults would turn on the type
+                # detection the source switches off.
+                schema=source.schema,
                 refresh=refresh,
                 loader_file_format=loader_file_format(pipeline),
             ),
             "the load",
         )
+        result.recorded_with_load = refresh is None
         result.rows = _rows_loaded(pipeline)
         logger.debug("load info: %s", info)
         if build_models is not None:
@@ -216,13 +232,8 @@ def run_sync(
             result.models_built = while_locked(lambda: models(pipeline), "the model build")
         step = "finish"
         if report.nothing_readable():
-            raise InsufficientScope(
-                "the API key can read none of /v1/pumps, /v1/stats and /v1/delegated-users",
-                status=403,
-                code="insufficient_scope",
-                request_id=report.skipped[-1].request_id,
-            )
-        result.outcome = "partial" if report.skipped else "success"
+            raise _nothing_readable(report)
+        result.outcome = expected_outcome(report)
         if report.without_data:
             logger.info(
                 "%d pumps have no metadata/summary yet (404 not_found); recorded in skipped_items",
@@ -243,10 +254,10 @@ def run_sync(
     return result
 
 
-def _loader(pipeline: dlt.Pipeline, source: Any, **options: Any) -> Callable[[], Any]:
-    """`pipeline.run(source)`, then, once dlt has normalized this run's package, `pipeline.run()`:
+def _loader(pipeline: dlt.Pipeline, data: list[Any], **options: Any) -> Callable[[], Any]:
+    """`pipeline.run(data)`, then, once dlt has normalized this run's package, `pipeline.run()`:
     a retry after a locked load must load the pending package, not extract again."""
-    pending: list[Any] = [source]
+    pending: list[Any] = [data]
 
     def load() -> Any:
         if not pending:
@@ -304,42 +315,102 @@ def loader_file_format(pipeline: dlt.Pipeline) -> str | None:
     return "parquet" if is_duckdb(pipeline) else None
 
 
-def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
-    """Record the run: in the deployment's run journal always, then in `sync_runs` (with the
-    journal's earlier rows the warehouse missed) and its items in `skipped_items`.
+def expected_outcome(report: RunReport) -> str:
+    """The run's outcome once its load and models succeed."""
+    if report.nothing_readable():
+        return "failed"
+    return "partial" if report.skipped else "success"
 
-    The warehouse is skipped while a load is pending: a new run() would load only that package.
-    """
-    row, skipped = _run_rows(result)
-    journal = note_run(pipeline, result)
-    if pipeline.has_pending_data or pipeline.destination is None:
-        logger.warning("run not recorded in sync_runs yet: the destination has a pending load")
-        return
-    # Runs that never reached the warehouse (a lock, a signal, a pending load) go in now.
-    runs = {earlier["run_id"]: earlier for earlier in journal.runs()[-JOURNAL_BACKFILL:]}
-    runs[row["run_id"]] = row
-    resources = [
+
+def _nothing_readable(report: RunReport) -> InsufficientScope:
+    return InsufficientScope(
+        "the API key can read none of /v1/pumps, /v1/stats and /v1/delegated-users",
+        status=403,
+        code="insufficient_scope",
+        request_id=report.skipped[-1].request_id,
+    )
+
+
+def run_records(
+    pipeline: dlt.Pipeline, result: SyncResult, *, ended: bool = False
+) -> list[DltResource]:
+    """`sync_runs` and `skipped_items` for this run, as resources dlt extracts after the source.
+
+    dlt extracts the sources of one run in order, so by the time these generators run the
+    source's extraction is over and the report is complete. Unless the run has `ended`, the row
+    says what it will be once loaded (outcome, extraction's end) and `record_run` updates it
+    with how it ended. Rows of earlier runs the warehouse missed (a lock, a signal, a failed
+    load) come from the journal and go in with it."""
+    journal = RunJournal.beside(pipeline.pipelines_dir, pipeline.pipeline_name)
+
+    def sync_runs() -> Iterator[list[dict[str, Any]]]:
+        runs = {earlier["run_id"]: earlier for earlier in journal.runs()[-JOURNAL_BACKFILL:]}
+        expected = result
+        if not ended:
+            expected = replace(
+                result, outcome=expected_outcome(result.report), finished_at=pendulum.now("UTC")
+            )
+        row = _run_row(expected)
+        runs[row["run_id"]] = row
+        yield list(runs.values())
+
+    def skipped_items() -> Iterator[list[dict[str, Any]]]:
+        yield _skipped_rows(result)
+
+    return [
         dlt.resource(
-            list(runs.values()),
+            sync_runs,
             name="sync_runs",
             write_disposition="merge",
             primary_key="run_id",
             columns=SYNC_RUNS_COLUMNS,
         ),
         dlt.resource(
-            skipped,
+            skipped_items,
             name="skipped_items",
             write_disposition="merge",
             primary_key="skip_id",
             columns=SKIPPED_ITEMS_COLUMNS,
         ),
     ]
+
+
+def record_run(pipeline: dlt.Pipeline, result: SyncResult) -> None:
+    """Record the run: in the deployment's run journal always, and in the warehouse's
+    `sync_runs` / `skipped_items`: its row went in with the data (update how it ended), or, when
+    the run loaded nothing, in a load of its own (with the journal's rows the warehouse missed).
+
+    The warehouse is skipped while a load is pending: a new run() would load only that package.
+    """
+    note_run(pipeline, result)
+    if pipeline.has_pending_data or pipeline.destination is None:
+        logger.warning("run not recorded in sync_runs yet: the destination has a pending load")
+        return
     try:
-        pipeline.run(
-            resources, schema=pipeline.default_schema if pipeline.default_schema_name else None
-        )
+        if result.recorded_with_load:
+            _update_run_row(pipeline, result)
+        else:
+            # The first run's failure has no schema yet: dlt then makes one of its own.
+            schema = pipeline.default_schema if pipeline.default_schema_name else None
+            pipeline.run(run_records(pipeline, result, ended=True), schema=schema)  # type: ignore[arg-type]  # dlt's default is None
     except Exception as error:  # noqa: BLE001 - recording must not hide the run's own outcome
         logger.warning("could not record the run in sync_runs: %s", describe(root_cause(error)))
+
+
+# What is known only after the load: the rest of the row was complete when extraction ended.
+_ENDING = ("finished_at", "duration_s", "outcome", "failed_step", "error")
+
+
+def _update_run_row(pipeline: dlt.Pipeline, result: SyncResult) -> None:
+    row = _run_row(result)
+    with pipeline.sql_client() as client:
+        table = client.make_qualified_table_name("sync_runs")
+        assignments = ", ".join(f"{column} = %s" for column in _ENDING)
+        client.execute_sql(
+            f"update {table} set {assignments} where run_id = %s",
+            *(row[column] for column in _ENDING),
+            row["run_id"],
+        )
 
 
 def note_run(pipeline: dlt.Pipeline, result: SyncResult) -> RunJournal:
@@ -347,20 +418,18 @@ def note_run(pipeline: dlt.Pipeline, result: SyncResult) -> RunJournal:
     after a failed publish, replaces the earlier one)."""
     journal = RunJournal.beside(pipeline.pipelines_dir, pipeline.pipeline_name)
     try:
-        journal.append(_run_rows(result)[0])
+        journal.append(_run_row(result))
     except OSError as error:
         logger.warning("could not write the run journal %s: %s", journal.path, error)
     return journal
 
 
-def _run_rows(result: SyncResult) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The run's `sync_runs` row and its `skipped_items` rows."""
+def _run_row(result: SyncResult) -> dict[str, Any]:
+    """The run's `sync_runs` row."""
     report = result.report
     stats = report.client_stats
-    # The real start time: unique per run even when tests stamp two runs with one simulated time.
-    run_id = result.started_at.isoformat()
-    row = {
-        "run_id": run_id,
+    return {
+        "run_id": _run_id(result),
         "run_at": report.run_at,
         "started_at": result.started_at,
         "finished_at": result.finished_at,
@@ -387,11 +456,20 @@ def _run_rows(result: SyncResult) -> tuple[dict[str, Any], list[dict[str, Any]]]
         if stats and stats.unexpected_api_versions
         else None,
     }
-    skipped = [
+
+
+def _skipped_rows(result: SyncResult) -> list[dict[str, Any]]:
+    """The run's `skipped_items` rows."""
+    run_id, report = _run_id(result), result.report
+    return [
         {"skip_id": f"{run_id}/{n}", **item.as_row(run_id, report.run_at)}
         for n, item in enumerate(report.skipped + report.without_data)
     ]
-    return row, skipped
+
+
+def _run_id(result: SyncResult) -> str:
+    # The real start time: unique per run even when tests stamp two runs with one simulated time.
+    return result.started_at.isoformat()
 
 
 def _rows_loaded(pipeline: dlt.Pipeline) -> dict[str, int]:
@@ -399,7 +477,11 @@ def _rows_loaded(pipeline: dlt.Pipeline) -> dict[str, int]:
     if trace is None or trace.last_normalize_info is None:
         return {}
     counts = trace.last_normalize_info.row_counts
-    return {table: n for table, n in sorted(counts.items()) if not table.startswith("_dlt")}
+    return {
+        table: n
+        for table, n in sorted(counts.items())
+        if not table.startswith("_dlt") and table not in RECORD_TABLES
+    }
 
 
 def root_cause(error: BaseException) -> BaseException:

@@ -8,6 +8,7 @@ plain-path test is test_first_run.py).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -295,6 +296,9 @@ def test_sigterm_during_models_keeps_the_live_models(emulator, env, tmp_path):
     assert process.returncode == 143, rest
     assert "interrupted by SIGTERM during models: the data is loaded" in rest
     assert warehouse(tmp_path, snapshots) == [(1,)]  # the models of the first run
+    # Its row went in with its data; how it ended was written after.
+    ending = "select outcome, failed_step from pump_portal.sync_runs order by started_at"
+    assert warehouse(tmp_path, ending) == [("success", None), ("interrupted", "models")]
     observations = warehouse(tmp_path, "select count(*) from pump_portal.controller_observations")
     assert run(env, "run").returncode == cli.EXIT_OK
     leftovers = warehouse(
@@ -307,3 +311,54 @@ def test_sigterm_during_models_keeps_the_live_models(emulator, env, tmp_path):
     assert warehouse(tmp_path, "select count(*) from pump_portal.controller_observations") == (
         observations
     )
+
+
+def test_each_sync_is_one_load_and_dlt_trace_shows_it(emulator, fleet, env, tmp_path):
+    """`sync_runs` and `skipped_items` travel in the sync's own load package, so dlt's tools
+    (`_dlt_loads`, `dlt pipeline pump_portal trace`) show the real run. Regression for issue #12:
+    a second `pipeline.run` for the bookkeeping doubled `_dlt_loads` and hid the data run."""
+    assert run(env, "run").returncode == cli.EXIT_OK
+    pump = next(p for p in fleet.pump_ids() if p not in fleet.missing_detail_pumps)
+    fleet.forbidden_detail_pumps.add(pump)
+    emulator.advance(600)
+    emulator.report([pump])
+    assert run(env, "run").returncode == cli.EXIT_PARTIAL
+
+    loads = warehouse(tmp_path, "select load_id from pump_portal._dlt_loads order by load_id")
+    runs = warehouse(
+        tmp_path,
+        "select _dlt_load_id, outcome, finished_at, duration_s from pump_portal.sync_runs "
+        "order by started_at",
+    )
+    skipped = warehouse(
+        tmp_path,
+        "select _dlt_load_id, item_id, code from pump_portal.skipped_items "
+        "where code = 'forbidden'",
+    )
+    # Two syncs, two loads; each sync re-merges the journal's recent rows, so both rows now
+    # carry the second load's id.
+    assert len(loads) == 2
+    assert [load_id for (load_id, *_) in runs] == [loads[1][0]] * 2
+    assert [outcome for (_, outcome, *_) in runs] == ["success", "partial"]
+    # The rows tell how each run ended, as the journal does, not where its extraction stopped.
+    ended = journal(tmp_path)
+    assert [(finished, duration) for (_, _, finished, duration) in runs] == [
+        (dt.datetime.fromisoformat(row["finished_at"]), row["duration_s"]) for row in ended
+    ]
+    assert skipped == [(loads[1][0], pump, "forbidden")] * 2  # its metadata and its summary
+    trace = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("dlt")),
+            "pipeline",
+            "--pipelines-dir",
+            str(tmp_path / "pipelines"),
+            "pump_portal",
+            "trace",
+        ],
+        env={**os.environ, **env, "RUNTIME__DLTHUB_TELEMETRY": "false"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert trace.returncode == 0, trace.stderr
+    assert "controller_observations" in trace.stdout and "sync_runs" in trace.stdout
