@@ -41,7 +41,7 @@ lint: $(STAMP)  ## ruff check and format check
 bench: bench-sync bench-history  ## both benchmarks below (about 40 minutes)
 
 bench-sync: $(STAMP)  ## sync scenarios against the emulator; writes bench/RESULTS.md
-	$(PY) -m tests.bench $(ARGS)
+	$(PY) -m bench.sync $(ARGS)
 
 bench-history: $(STAMP)  ## a year of history (70 M readings): cycle vs one day; bench/HISTORY.md
 	$(PY) -m bench.history --write-results bench/HISTORY.md $(ARGS)

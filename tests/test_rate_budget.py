@@ -3,7 +3,7 @@
 The emulator counts arrivals per fixed window from its start and answers 429 with Retry-After =
 seconds to the reset, rounded up to a whole second (so 1 with the 0.5 s windows here: one pause
 spans two windows). Every assertion is a bound the scenario determines, never a speed ratio
-(`make bench --only rate_limited` measures those).
+(`make bench-sync ARGS=--only=rate_limited` measures those).
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
-"""`make bench`: the sync against the emulated portal, timed, per scenario; writes bench/RESULTS.md.
+"""`python -m bench.sync` (`make bench-sync`): the sync against the emulated portal, per scenario.
 
-    .venv/bin/python -m tests.bench [--only full,incremental,...] [--full-baseline] [--profile]
+    .venv/bin/python -m bench.sync [--only full,incremental,...] [--full-baseline] [--profile]
+    BENCH_SCALE=0.02 .venv/bin/python -m bench.sync      # every fleet shrunk: a smoke run, ~1 min
+    .venv/bin/python -m bench.sync --render bench/RESULTS.md   # re-render the kept figures
 
-Every sync runs in a fresh process (`python -m tests.bench sync ...`) with its own DuckDB file and
+Every sync runs in a fresh process (`python -m bench.sync sync ...`) with its own DuckDB file and
 pipelines_dir, so peak RSS (`ru_maxrss` of that process) is per scenario. The emulator runs in
-another process (`python -m tests.bench serve ...`), so its CPU does not share the sync's GIL; the
+another process (`python -m bench.sync serve ...`), so its CPU does not share the sync's GIL; the
 orchestrator drives it (counters, simulated clock, pump reports) over the serve process's
 stdin/stdout, one JSON object per line. One full sync is also run with the emulator inside the
 sync's process, to show what sharing the GIL costs.
@@ -19,8 +21,14 @@ Scenarios (figures, ratios and targets: see `TARGETS` and the printed table):
   rate_limited 1,000 pumps, 20 users, 20 ms, portal limit 30 requests per 1 s window, the default
                concurrency 8, learned and configured: wall / (requests / rate), 429s per window
   memory       20,000 pumps, 100 users, no latency: peak RSS
-  what_if      full and memory again with another loader file format (parquet if pyarrow is
-               importable, else jsonl), to measure the load-step finding in the same run
+  what_if      full and memory again loading DuckDB from parquet, when pyarrow is importable
+               and the sync does not load from parquet already
+
+It prints the table and writes the figures into bench/RESULTS.md: the machine, the method, the
+scenario table with its targets, where the time and memory go, requests per endpoint, profiles and
+the raw figures (JSON). It replaces only the text between the `MEASURED_START` and `MEASURED_END`
+markers; the findings outside them are written by hand and never touched. A file without the
+markers gets the measured section appended. Figures only: nothing here interprets them.
 """
 
 from __future__ import annotations
@@ -51,6 +59,10 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
+# bench/RESULTS.md: the run replaces only the text between these; the findings around them are
+# written by hand.
+MEASURED_START = "<!-- measured: written by make bench-sync -->"
+MEASURED_END = "<!-- end measured -->"
 
 # BENCH_SCALE (default 1) shrinks every fleet, for a quick smoke run of the bench itself.
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
@@ -152,7 +164,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 class EmulatorProcess:
-    """`python -m tests.bench serve` in a child process."""
+    """`python -m bench.sync serve` in a child process."""
 
     def __init__(
         self,
@@ -165,7 +177,7 @@ class EmulatorProcess:
         command = [
             sys.executable,
             "-m",
-            "tests.bench",
+            "bench.sync",
             "serve",
             f"--pumps={pumps}",
             f"--users={users}",
@@ -221,10 +233,17 @@ class EmulatorProcess:
 # =============================================================================================
 
 
+def _holds_source(data: Any) -> bool:
+    from dlt.extract.source import DltSource
+
+    if isinstance(data, list | tuple):
+        return any(isinstance(item, DltSource) for item in data)
+    return isinstance(data, DltSource)
+
+
 def sync_main(args: argparse.Namespace) -> int:
     logging.disable(logging.WARNING)  # per-item 404 warnings are expected; keep stdout clean
     import dlt
-    from dlt.extract.source import DltSource
 
     from pipelines.runner import describe, make_pipeline, run_sync
 
@@ -271,7 +290,8 @@ def sync_main(args: argparse.Namespace) -> int:
                         )
             runs.append(
                 {
-                    "main": bool(a) and isinstance(a[0], DltSource),
+                    # The sync's run: the source, with its records after it in one list.
+                    "main": bool(a) and _holds_source(a[0]),
                     "seconds": time.perf_counter() - started,
                     "steps": steps,
                     "spans": spans,
@@ -489,7 +509,7 @@ class Bench:
         command = [
             sys.executable,
             "-m",
-            "tests.bench",
+            "bench.sync",
             "sync",
             f"--workdir={workdir}",
             f"--concurrency={concurrency}",
@@ -699,7 +719,7 @@ class Bench:
         out = self.scratch / "probe.json"
         self.log(f"probe: DuckDB parses {Path(largest).name} ({sizes[largest] / 1e6:.1f} MB)")
         subprocess.run(
-            [sys.executable, "-m", "tests.bench", "probe", f"--file={largest}", f"--out={out}"],
+            [sys.executable, "-m", "bench.sync", "probe", f"--file={largest}", f"--out={out}"],
             cwd=ROOT,
             env=child_environment(),
             check=False,
@@ -736,9 +756,10 @@ class Bench:
             print()
             print(render_console(table))
             if not self.args.no_write:
-                RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                RESULTS.write_text(render_markdown(table, self.results, self.what_if_format))
-                print(f"\nwrote {RESULTS.relative_to(ROOT)} ({total:.0f} s)")
+                write_results(render_measured(table, self.results))
+                print(
+                    f"\nwrote the measured section of {RESULTS.relative_to(ROOT)} ({total:.0f} s)"
+                )
             if self.args.keep:
                 print(f"scratch kept in {self.scratch}")
             else:
@@ -1195,13 +1216,16 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def render_markdown(rows: list[dict[str, Any]], results: dict[str, Any], what_if: str) -> str:
+def render_measured(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
+    """The measured section of bench/RESULTS.md, markers included: figures only."""
     info = results.get("machine") or machine()
     out = [
-        "# Benchmark results",
+        MEASURED_START,
         "",
-        "Written by `make bench` (`tests/bench.py`); do not edit by hand. "
-        f"Generated {results.get('generated') or 'now'} in "
+        "## Measured",
+        "",
+        "Written by `make bench-sync` (`bench/sync.py`), which replaces everything between these "
+        f"markers. Measured {results.get('generated') or 'now'} in "
         f"{results.get('bench_seconds', 0):.0f} s.",
         "",
         *(
@@ -1209,17 +1233,17 @@ def render_markdown(rows: list[dict[str, Any]], results: dict[str, Any], what_if
             if SCALE != 1
             else []
         ),
-        "## Machine",
+        "### Machine",
         "",
         _md_table(["", ""], [[k, v] for k, v in info.items()]),
         "",
-        "## How it was measured",
+        "### How it was measured",
         "",
         "- The emulator (`tests/portal_emulator`) runs in its **own process** "
-        "(`python -m tests.bench serve`), so its request handling does not share the sync's GIL; "
+        "(`python -m bench.sync serve`), so its request handling does not share the sync's GIL; "
         "one full sync is repeated with the emulator inside the sync's process for comparison "
         "(row *emulator in the sync's process*; its peak RSS includes the emulator).",
-        "- Every sync runs in a **fresh process** (`python -m tests.bench sync`) with a fresh "
+        "- Every sync runs in a **fresh process** (`python -m bench.sync sync`) with a fresh "
         "DuckDB file and `pipelines_dir`; the incremental run reuses the full sync's. "
         "*wall s* is `run_sync()` from call to return (extract, normalize, load, and the "
         "`sync_runs` record), without interpreter start-up and imports. *peak RSS* is "
@@ -1240,7 +1264,7 @@ def render_markdown(rows: list[dict[str, Any]], results: dict[str, Any], what_if
         "- 429s: the client's count; *(max/win)* is the most 429s the emulator answered in one "
         "of its fixed rate-limit windows.",
         "",
-        "## Scenarios",
+        "### Scenarios",
         "",
         _md_table([c[0] for c in COLUMNS], [_cells(r) for r in rows]),
         "",
@@ -1250,7 +1274,7 @@ def render_markdown(rows: list[dict[str, Any]], results: dict[str, Any], what_if
     for row in rows:
         if row.get("checks"):
             out.append(f"- **{row['label']}** — {_verdict(row)}: {_checks_text(row)}")
-    out += ["", "## Where the time and memory go", ""]
+    out += ["", "### Where the time and memory go", ""]
     step_rows = []
     for name, data in results.items():
         if not isinstance(data, dict) or data.get("wall_s") is None or "steps" not in data:
@@ -1291,7 +1315,7 @@ def render_markdown(rows: list[dict[str, Any]], results: dict[str, Any], what_if
             step_rows,
         )
     )
-    out += ["", "## Requests per endpoint", ""]
+    out += ["", "### Requests per endpoint", ""]
     names = [
         n
         for n in ("full", "incremental", "baseline_c1", "rate_configured", "rate_learned", "memory")
@@ -1321,10 +1345,20 @@ def render_markdown(rows: list[dict[str, Any]], results: dict[str, Any], what_if
             f"at most {max(per_window.values(), default=0)} in one; client waited "
             f"{data['rate_limit_wait_s']:.1f} s in total for the budget or a Retry-After.",
         ]
-    out += ["", findings(results, what_if)]
+    probe = results.get("probe")
+    if probe:
+        out += [
+            "",
+            "**probe** (DuckDB executes the largest `insert_values` job of the full sync alone, "
+            f"in a fresh process): `{probe['table']}`, {probe['rows']:,} rows, "
+            f"{probe['sql_mb']:.1f} MB of SQL, {probe['seconds']:.1f} s, "
+            f"+{probe['peak_rss_mb'] - probe['rss_before_mb']:.0f} MB peak RSS.",
+        ]
+    if results.get("notes"):
+        out += ["", "Notes:", "", *[f"- {n}" for n in results["notes"]]]
     gil, idle, cprof = (results.get(k) for k in ("profile_gil", "profile_idle", "profile_cprofile"))
     if gil or idle or cprof:
-        out += ["", "## Profiles of the full sync (one more run each)", ""]
+        out += ["", "### Profiles of the full sync (one more run each)", ""]
     if idle and idle.get("samples"):
         out += [
             "What dlt's main thread does during the extract step (py-spy `--idle --threads`, "
@@ -1373,8 +1407,27 @@ def render_markdown(rows: list[dict[str, Any]], results: dict[str, Any], what_if
         "```",
         "</details>",
         "",
+        MEASURED_END,
     ]
     return "\n".join(out)
+
+
+def write_results(measured: str, path: Path = RESULTS) -> None:
+    """Replace the measured section of `path`, markers included; keep the rest as it is."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(
+            f"# Sync benchmark results\n\n## Findings\n\nWritten by hand; none yet.\n\n{measured}\n"
+        )
+        return
+    text = path.read_text()
+    start = text.find(MEASURED_START)
+    end = text.find(MEASURED_END, start + 1) if start >= 0 else -1
+    if start < 0 or end < 0:
+        print(f"{path.name} has no measured markers: the measured section is appended")
+        path.write_text(text.rstrip("\n") + "\n\n" + measured + "\n")
+        return
+    path.write_text(text[:start] + measured + text[end + len(MEASURED_END) :])
 
 
 def _rewritten(data: dict[str, Any]) -> str:
@@ -1384,259 +1437,6 @@ def _rewritten(data: dict[str, Any]) -> str:
     return f"{check['rewritten']:,} of {check['values']:,}"
 
 
-def findings(results: dict[str, Any], what_if: str) -> str:
-    """The analysis: this run's figures, and what earlier runs on this machine showed.
-
-    The prose names the commits that changed the code; the figures are this run's."""
-    full = _get(results, "full")
-    memory = _get(results, "memory")
-    incr = _get(results, "incremental")
-    full_wi = _get(results, "full_what_if")
-    mem_wi = _get(results, "memory_what_if")
-    incr_wi = _get(results, "incremental_what_if")
-    learned = _get(results, "rate_learned")
-    configured = _get(results, "rate_configured")
-    probe = results.get("probe")
-    commit = (results.get("machine") or {}).get("commit", "?")
-
-    def steps(data: dict[str, Any] | None) -> str:
-        if data is None:
-            return "not measured"
-        st = data.get("steps") or {}
-        return (
-            f"wall {data['wall_s']:.1f} s = extract {st.get('extract', 0):.1f} + normalize "
-            f"{st.get('normalize', 0):.1f} + load {st.get('load', 0):.1f} + sync_runs record "
-            f"{data.get('record_run_s', 0):.1f} s; peak RSS {data['peak_rss_mb']:.0f} MB"
-            + (
-                " (by step: "
-                + ", ".join(f"{k} {v:.0f}" for k, v in data["rss_peak_by_step_mb"].items())
-                + " MB)"
-                if data.get("rss_peak_by_step_mb")
-                else ""
-            )
-        )
-
-    out = [
-        "## Findings",
-        "",
-        f"This run measured commit {commit}. Earlier runs on this machine found the "
-        "bottlenecks below; the commits named fixed some of them.",
-        "",
-    ]
-
-    # --- 1. load format ---------------------------------------------------------------------
-    formats = sorted(set((full or {}).get("job_formats") or []))
-    check = (full or {}).get("text_timestamp") or {}
-    rewritten = check.get("rewritten")
-    out += [
-        "### 1. Load: the file format DuckDB is loaded from",
-        "",
-        f"- This run loaded DuckDB from **{', '.join(formats) or 'unknown'}** job files. "
-        f"Full sync: {steps(full)}. 20,000 pumps: {steps(memory)}.",
-    ]
-    if rewritten is not None:
-        out.append(
-            f"- Fidelity check (full sync): {rewritten:,} of {check['values']:,} alarm "
-            "`raised_at` values (undocumented, kept as the API's text `…T…Z`) were stored "
-            "rewritten" + (f", e.g. `{check['example']}`." if rewritten else ".")
-        )
-    out += [
-        "- Before (517139c): dlt's DuckDB default `insert_values` — each job file sent as "
-        "`INSERT … VALUES` statements of up to 16 MB, for which DuckDB builds a parse tree per "
-        "literal, several tables at once. 20,000 pumps peaked at **5,137 MB** with 46.7 s in "
-        "load; 5,000 pumps at 1,685 MB with 8.0 s in load. Probe: one 2.9 MB file (28,205 "
-        "daily-summary rows) took DuckDB alone 4.3 s and ~700 MB to parse.",
-        "- Then (91d0795): jsonl — 20,000 pumps 475–519 MB, load ≈ 2 s, but DuckDB's "
-        "`read_json` infers column types from the file: all 1,119 alarm `raised_at` values of "
-        "the full sync were rewritten (`2025-03-20T06:53:52.177Z` → "
-        "`2025-03-20 06:53:52.177+00`). Comparing every table of one fleet loaded three ways: "
-        "parquet identical to `insert_values` in all 11 tables, jsonl different in that one.",
-        "- Now (50b89c6): parquet (pyarrow pinned): same speed and memory class as jsonl, "
-        "types from dlt's schema, nothing re-inferred.",
-    ]
-    if probe:
-        out.append(
-            f"- Probe (this run): DuckDB executing the largest `insert_values` job "
-            f"`{probe['table']}` ({probe['rows']:,} rows, {probe['sql_mb']:.1f} MB of SQL) took "
-            f"{probe['seconds']:.1f} s and "
-            f"{probe['peak_rss_mb'] - probe['rss_before_mb']:.0f} MB."
-        )
-    if full_wi or mem_wi:
-        out.append(
-            f'- What-if `loader_file_format="{what_if}"` (injected into `pipeline.run`): full '
-            + steps(full_wi)
-            + "; 20,000 pumps "
-            + steps(mem_wi)
-            + (f"; incremental {steps(incr_wi)}" if incr_wi else "")
-            + "."
-        )
-    if formats and formats != ["parquet"]:
-        out.append(
-            '- **Recommended** (`pipelines/runner.py`, `loader_file_format()`): `"parquet"` '
-            "for DuckDB, with pyarrow pinned in `pyproject.toml`."
-        )
-
-    # --- 1b. memory -------------------------------------------------------------------------
-    out += [
-        "",
-        "### 2. Peak memory at 20,000 pumps: parallel load jobs",
-        "",
-        "- The peak is in the load step (*by step* above): dlt's loader runs up to 20 jobs at "
-        "once (`[load] workers`, default 20), each a DuckDB `INSERT … SELECT` from a job file "
-        "plus the merge SQL, and DuckDB's buffers for all of them are resident together.",
-        "- Measured by hand (3874dfc, jsonl, 20,000 pumps, one run each): default 519 MB "
-        "(load step 501 MB); `LOAD__WORKERS=1` **339 MB** (load 4.7 s instead of 2.0 s); "
-        "DuckDB `memory_limit` 256 MB "
-        '(`DESTINATION__DUCKDB__CREDENTIALS__GLOBAL_CONFIG=\'{"memory_limit": "256MB"}\'`) '
-        "399 MB; both 336 MB.",
-        "- **Recommended** (`.dlt/config.toml`, no code): `[load]` `workers = 1` (DuckDB takes "
-        "one writer at a time anyway), or 2; optionally "
-        '`[destination.duckdb.credentials] global_config = {memory_limit = "256MB"}`. '
-        "The bench reads `.dlt/config.toml`, so the next run shows the effect.",
-        "",
-        "### 3. Extract: CPU under one GIL",
-        "",
-    ]
-
-    # --- 3. extract -------------------------------------------------------------------------
-    if full:
-        requests_n = full["requests_total"]
-        extract = (full.get("steps") or {}).get("extract", 0.0)
-        ideal = requests_n * FULL["latency_ms"] / 1000 / CONCURRENCY
-        c8 = _get(results, "full_c8")
-        out.append(
-            f"- The full sync's extract takes {extract:.1f} s for {requests_n:,} requests "
-            f"against an ideal of {ideal:.1f} s (requests × 20 ms / {CONCURRENCY}). The sync "
-            f"process used {full.get('cpu_s', 0):.1f} CPU-s in {full['wall_s']:.1f} s, the "
-            f"emulator {full.get('emulator_cpu_s') or 0:.1f} CPU-s: the sync runs on about one "
-            "core — the Python code of its 17 threads takes turns on one GIL — and the second "
-            "core is partly idle. Twice the workers is far from twice the speed"
-            + (f" (concurrency 8: extract {c8['steps'].get('extract', 0):.1f} s)." if c8 else ".")
-        )
-    inproc = _get(results, "full_inprocess")
-    if inproc and full:
-        out.append(
-            f"- With the emulator inside the sync's process the full sync takes "
-            f"{inproc['wall_s']:.1f} s instead of {full['wall_s']:.1f} s (its request handling "
-            "then competes for the same GIL). Every other row uses the separate emulator "
-            "process."
-        )
-    idle = results.get("profile_idle") or {}
-    if idle.get("buckets"):
-        waiting = sum(share for share, key in idle["buckets"] if "idle: waiting" in key)
-        out.append(
-            f"- dlt's main thread waited for a detail call {waiting:.0f}% of the extract in "
-            "the profile below; the rest is its own work and its turns at the GIL."
-        )
-    out += [
-        "- Moving `to_row` into the workers and yielding detail rows in lists (done in "
-        "8776927) measured **no gain** before it was committed (3 alternating runs each: "
-        "extract 22.9/25.6/22.6 s without, 25.4/27.0/23.2 s with): the work only changes "
-        "threads under the same GIL. What counts is the total Python CPU per request.",
-        "- **What would take it further** — less CPU per request (the target is within 2× "
-        "of the ideal; see the table for this run):",
-        "  1. `pipelines/pump_portal/client.py`: send through a `urllib3.PoolManager` "
-        "(`retries=False`, `redirect=False`, `timeout=urllib3.Timeout(connect, read)`, "
-        "Bearer header per request) instead of `requests.Session`; `_send`, `_interpret` and "
-        "`_retry_after` read `status`, `headers`, `data` (json.loads) and `reason` from the "
-        "urllib3 response; `requests.RequestException` becomes "
-        "`urllib3.exceptions.HTTPError`. By hand: 0.91 ms of client-thread CPU per "
-        "`pump_summary` call through `PortalClient` against 0.44 ms through a bare "
-        "`urllib3.PoolManager`. Prototyped (test_error_codes, test_full_sync and "
-        "test_rate_budget pass): extract 22.1 s against 25.1 s on average over 3 alternating "
-        "runs, sync CPU −12%.",
-        "  2. `pipelines/pump_portal/records.py`, `coerce`: it deep-copies the whole body "
-        "through `normalize_unknown` (a regex on every string value and one on its key) and "
-        "then converts every documented field again from the raw body. Converting documented "
-        "paths once with `to_type` and running `normalize_unknown` only on undocumented "
-        "subtrees (`recent_alarms.alarms`, `week_trends.daily_summaries`, `today.statistics`, "
-        "new fields) removes most of the largest single owner of the GIL in the profile.",
-        "",
-        "### 4. Incremental run: fixed costs",
-        "",
-    ]
-
-    # --- 4. incremental ---------------------------------------------------------------------
-    if incr and full:
-        st = incr.get("steps") or {}
-        fixed = st.get("normalize", 0) + st.get("load", 0) + incr.get("record_run_s", 0)
-        out.append(
-            f"- {incr['requests_total']} requests (the listing's "
-            f"{incr['requests'].get('/v1/pumps', 0)} pages, "
-            f"{incr['requests'].get('/v1/users/:userId/summary', 0)} user pages, "
-            f"{incr['detail_calls']} detail calls for {incr.get('reported', '?')} reported "
-            f"pumps): {steps(incr)}; **{incr['wall_s'] / full['wall_s']:.0%}** of the full "
-            f"sync. Normalize, load and the `sync_runs` record alone take {fixed:.1f} s "
-            f"({fixed / full['wall_s']:.0%} of the full sync)."
-        )
-    out += [
-        "- Already done: listing pages requested 4 ahead (3874dfc); orjson fingerprints and "
-        "epoch fetch times instead of `pendulum.parse` per pump (8776927).",
-        "- What it still pays whatever few pumps reported: every listing row coerced and "
-        "fingerprinted on the main thread; every user's pump pages; dlt's normalize and load "
-        "of all 11 merge resources (a staging table and merge SQL each, even for 0–2 rows); "
-        "and a second `pipeline.run` for `sync_runs`.",
-        "- **What would**: in `FleetSync._read_listing`, hash the raw row (orjson) first and "
-        "coerce only rows whose raw hash differs from state; write `sync_runs`/`skipped_items` "
-        "without a second full `pipeline.run` (e.g. a plain `INSERT` through "
-        "`pipeline.sql_client()` into a table created once), which removes the record "
-        "seconds above. "
-        + (
-            f"With the full sync at {full['wall_s']:.0f} s, 10% means under "
-            f"{full['wall_s'] / 10:.1f} s: "
-            if full
-            else "10% of the full sync is "
-        )
-        + "about what dlt's extract set-up, normalize and load of 11 merge tables cost on "
-        "this machine for a handful of rows, so the target needs those fixed costs cut too.",
-        "",
-        "### 5. Rate limit",
-        "",
-    ]
-
-    # --- 5. rate limit ----------------------------------------------------------------------
-    rate = RATE["limit"] / RATE["window"]
-    if configured:
-        per_window = (configured.get("server") or {}).get("rate_limited_per_window") or {}
-        out.append(
-            f"- Configured budget (50 per 1 s, 16 workers): {configured['rate_limited']} 429s, "
-            f"at most {max(per_window.values(), default=0)} in a window; "
-            f"{configured['wall_s'] / (_answered(configured) / rate):.2f}"
-            "× requests / rate. The sliding window of request starts keeps every fixed server "
-            "window at or under the limit; it can meet one window one request over only when "
-            "an earlier request reaches the server after a later one (thread scheduling), and "
-            "then all workers wait out that window once."
-        )
-    if learned:
-        per_window = (learned.get("server") or {}).get("rate_limited_per_window") or {}
-        windows = sorted(per_window, key=int)
-        later = {w: per_window[w] for w in windows[2:]}
-        out.append(
-            f"- Learned only (no budget configured): {learned['rate_limited']} 429s in "
-            f"{len(per_window)} windows, {learned['wall_s']:.1f} s "
-            f"({learned['wall_s'] / (_answered(learned) / rate):.2f}"
-            "× requests / rate), no failed request, no retry. Learning needs two refused "
-            "windows, and in each every request already in flight (up to 16) is refused too"
-            + (
-                f"; after those two, {len(later)} more windows had 429s (at most "
-                f"{max(later.values())})."
-                if later
-                else "; after those two, no window had a 429."
-            )
-        )
-    out += [
-        "- Before 227f4db the learned budget was the limit plus the requests in flight "
-        "(learned 60 per 1.13 s against 50 per 1 s) and every in-flight 429 counted as a new "
-        "pause (121 pauses for 121 429s); the bench's learned scenario had 94–119 429s with "
-        "up to 16 in one window. 227f4db counts only starts before the refused request's own "
-        "start, ignores 429s of requests sent before the current pause, and bounds the window "
-        "below by the longest Retry-After.",
-    ]
-    if results.get("notes"):
-        out += ["", *[f"- {n}" for n in results["notes"]]]
-    return "\n".join(out)
-
-
 # =============================================================================================
 # command line
 # =============================================================================================
@@ -1644,7 +1444,7 @@ def findings(results: dict[str, Any], what_if: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.bench",
+        prog="python -m bench.sync",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -1672,7 +1472,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--render",
         metavar="RESULTS_MD",
-        help="rewrite bench/RESULTS.md from the raw figures kept in a results file (no runs)",
+        help="rewrite the measured section of bench/RESULTS.md from the raw figures (JSON) "
+        "kept in a results file (no runs)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
 
@@ -1713,15 +1514,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def rerender(source: Path) -> int:
-    """The analysis text changed, the figures did not: render them again."""
+    """The tables' layout changed, the figures did not: render the kept raw figures again."""
     text = source.read_text()
+    text = text[max(0, text.find(MEASURED_START)) :]  # the hand-written text may quote JSON too
     results = json.loads(text.split("```json", 1)[1].split("```", 1)[0])
-    what_if = results.get("what_if_format", "parquet")
-    table = summarize(results, what_if)
+    table = summarize(results, results.get("what_if_format", "parquet"))
     print(render_console(table))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(render_markdown(table, results, what_if))
-    print(f"\nrewrote {RESULTS.relative_to(ROOT)} from the figures in {source}")
+    write_results(render_measured(table, results))
+    print(f"\nrewrote the measured section of {RESULTS.relative_to(ROOT)} from {source}")
     return 0
 
 
