@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -320,3 +322,36 @@ def test_select_on_the_command_line_loads_only_those_resources(
     assert_complete(pipeline, fleet, "user_pump_links")
     assert wrong.returncode == 2
     assert "unknown resource alarms; choose from controllers," in wrong.stderr
+
+
+def test_a_run_leaves_no_worker_threads_behind(
+    emulator: PortalEmulator, pipeline: dlt.Pipeline
+) -> None:
+    """dlt gives a source no end hook: the detail pool, the page read-ahead pool and the HTTP
+    session close when the source's last resource ends, also while the caller still holds the
+    source (a notebook, an orchestrator). Regression for issue #12: never closed."""
+    before = {thread.ident for thread in threading.enumerate()}
+    source = pump_portal(
+        base_url=emulator.url,
+        api_key=emulator.keys.full,
+        page_size=5,  # four listing pages: the read-ahead pool starts
+        page_read_ahead=2,
+        run_at=emulator.now,
+    )
+
+    pipeline.run(source)
+
+    def ours() -> list[str]:
+        return [
+            thread.name
+            for thread in threading.enumerate()
+            if thread.ident not in before
+            and thread.name.startswith(("pump-portal", "portal-pages"))
+        ]
+
+    deadline = time.monotonic() + 5
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ours() == []
+    assert emulator.counts["/v1/pumps"] == PUMPS // 5
+    assert source is not None  # still held

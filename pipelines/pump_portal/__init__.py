@@ -1,9 +1,10 @@
 """dlt source for the Pump Portal Integration API v1: controllers, fleet statistics, delegated
 users, user <-> pump links and per-pump details, loaded incrementally on `last_seen`.
 
-Each resource's docstring names its endpoint and how it loads. The decisions (what changed, what
-needs a detail call) live in `helpers.FleetSync`; HTTP lives in `client.PortalClient`; the state
-layout (one state per resource) and its migration live in `state.py`.
+Each resource's docstring names its endpoint and how it loads. `helpers.FleetSync` holds a run's
+shared reads and worker pool; the decisions (what changed, what needs a detail call, which
+links ended) live in `controllers.py`, `details.py` and `users.py`; HTTP in `client.py`, paging
+in `pagination.py`; the state layout (one state per resource) and its migration in `state.py`.
 
 The resources compose: any subset chosen with `with_resources` loads complete tables, and
 `dlt pipeline pump_portal drop <resource>` resets that resource's tables and state only. Each
@@ -197,9 +198,10 @@ def pump_listing(sync: FleetSync) -> Iterator[PumpListing]:
     `controllers`, `pump_metadata` and `pump_summaries`; each diffs it against its own state.
 
     Not selected: it loads nothing itself (selected explicitly, one JSON row per run)."""
-    listing = sync.pump_listing()
-    if listing.readable:
-        yield listing
+    with sync.in_use():
+        listing = sync.pump_listing()
+        if listing.readable:
+            yield listing
 
 
 @dlt.transformer(write_disposition="merge")
@@ -214,10 +216,11 @@ def controllers(listing: PumpListing, sync: FleetSync) -> Iterator[Any]:
     - `controller_visibility`: a row when a pump first appears, vanishes from a complete
       listing, or comes back; a pump's latest row says whether the portal still lists it.
     """
-    changes = sync.controller_changes(listing, _own_state().setdefault("pumps", {}))
-    yield dlt.mark.with_table_name(changes.changed, "controllers")
-    yield dlt.mark.with_table_name(changes.observations, "controller_observations")
-    yield dlt.mark.with_table_name(changes.visibility, "controller_visibility")
+    with sync.in_use():
+        changes = sync.controller_changes(listing, _own_state().setdefault("pumps", {}))
+        yield dlt.mark.with_table_name(changes.changed, "controllers")
+        yield dlt.mark.with_table_name(changes.observations, "controller_observations")
+        yield dlt.mark.with_table_name(changes.visibility, "controller_visibility")
 
 
 @dlt.resource(
@@ -230,9 +233,10 @@ def controllers(listing: PumpListing, sync: FleetSync) -> Iterator[Any]:
 def fleet_snapshots(sync: FleetSync) -> Iterator[dict[str, Any]]:
     """GET /v1/stats (or the `statistics` of GET /v1/pumps for `read:pumps`-only keys).
     One row per run, stamped with the run's time: the fleet history."""
-    snapshot = sync.fleet_snapshot()
-    if snapshot is not None:
-        yield snapshot
+    with sync.in_use():
+        snapshot = sync.fleet_snapshot()
+        if snapshot is not None:
+            yield snapshot
 
 
 @dlt.resource(selected=False, max_table_nesting=0)
@@ -241,9 +245,10 @@ def delegated_user_listing(sync: FleetSync) -> Iterator[UserDirectory]:
     `delegated_users`, `delegated_user_snapshots` and `user_pump_links`.
 
     Not selected: it loads nothing itself (selected explicitly, one JSON row per run)."""
-    directory = sync.users()
-    if directory.readable:
-        yield directory
+    with sync.in_use():
+        directory = sync.users()
+        if directory.readable:
+            yield directory
 
 
 @dlt.transformer(
@@ -287,7 +292,8 @@ def user_pump_links(directory: UserDirectory, sync: FleetSync) -> Iterator[list[
     """GET /v1/users/:userId/summary, every page, for every user of `delegated_user_listing`.
     Which user sees which pump, with validity: a link that disappears gets `valid_to`; it is
     never deleted. The open links are this resource's `links` state."""
-    yield sync.user_links(directory, _own_state().setdefault("links", {}))
+    with sync.in_use():
+        yield sync.user_links(directory, _own_state().setdefault("links", {}))
 
 
 @dlt.transformer(
@@ -301,14 +307,19 @@ def pump_metadata(listing: PumpListing, sync: FleetSync) -> Iterator[list[dict[s
     state). Merged on `pump_id`; metadata fields that appear later become new columns."""
 
     def to_row(pump_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        metadata = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
-        row = records.coerce(metadata, records.METADATA_FIELDS)
+        metadata = body.get("metadata")
+        row = records.coerce(
+            metadata if isinstance(metadata, dict) else {}, records.METADATA_FIELDS
+        )
         row["pump_id"] = row.get("pump_id") or pump_id
         row["fetched_at"] = sync.run_at
         return row
 
-    fetched = _own_state().setdefault("fetched", {})
-    yield from sync.details("pump_metadata", listing, fetched, sync.client.pump_metadata, to_row)
+    with sync.in_use():
+        fetched = _own_state().setdefault("fetched", {})
+        yield from sync.details(
+            "pump_metadata", listing, fetched, sync.client.pump_metadata, to_row
+        )
 
 
 @dlt.transformer(
@@ -342,8 +353,11 @@ def pump_summaries(listing: PumpListing, sync: FleetSync) -> Iterator[list[dict[
                     day["pump_id"] = row["pump_id"]
         return row
 
-    fetched = _own_state().setdefault("fetched", {})
-    yield from sync.details("pump_summaries", listing, fetched, sync.client.pump_summary, to_row)
+    with sync.in_use():
+        fetched = _own_state().setdefault("fetched", {})
+        yield from sync.details(
+            "pump_summaries", listing, fetched, sync.client.pump_summary, to_row
+        )
 
 
 def _drop_nulls(element: dict[str, Any]) -> None:

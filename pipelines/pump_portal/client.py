@@ -142,8 +142,12 @@ class PortalClient:
         self.session.mount("https://", adapter)
 
     def close(self) -> None:
-        if self._page_pool is not None:
-            self._page_pool.shutdown(wait=False, cancel_futures=True)
+        """Shut the read-ahead pool and the session's connections; a later request opens them
+        again."""
+        with self._stats_lock:
+            if self._page_pool is not None:
+                self._page_pool.shutdown(wait=False, cancel_futures=True)
+                self._page_pool = None
         self.session.close()
 
     def _pages_pool(self) -> concurrent.futures.ThreadPoolExecutor:

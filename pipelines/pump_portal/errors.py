@@ -160,3 +160,13 @@ def error_class_for(status: int, code: str | None) -> type[PortalError]:
     if status >= 500:
         return PortalUnavailable
     return _BY_STATUS.get(status, PortalError)
+
+
+# A request that still failed after every retry: the portal's trouble, asked again next run.
+FAILED_AFTER_RETRIES: tuple[type[PortalError], ...] = (
+    PortalUnavailable,
+    InvalidResponse,
+    RateLimited,
+)
+# A 403 or 404 where the reference has none: the key cannot read that endpoint.
+UNREADABLE: tuple[type[PortalError], ...] = (InsufficientScope, ItemForbidden, ItemNotFound)
