@@ -28,7 +28,7 @@ from urllib.parse import quote, urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from . import settings
+from . import records, settings
 from .errors import (
     InvalidRequest,
     InvalidResponse,
@@ -395,7 +395,7 @@ class PortalClient:
         message = error.get("message")
         if not isinstance(message, str) or not message:
             message = response.reason or f"HTTP {response.status_code}"
-        request_id = request_id or _as_str(error.get("request_id"))
+        request_id = request_id or records.to_id(error.get("request_id"))
         cls = error_class_for(response.status_code, code)
         if not code and response.is_redirect:
             location = urlsplit(urljoin(response.url, response.headers.get("Location", "")))
@@ -484,10 +484,6 @@ def _is_loopback(host: str) -> bool:
 
 def _is_transient(error: PortalError) -> bool:
     return isinstance(error, PortalUnavailable | InvalidResponse)
-
-
-def _as_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
 
 
 def connection_failure(error: requests.RequestException, origin: str) -> str:

@@ -38,7 +38,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import settings
+from . import records, settings
 from .errors import InvalidResponse
 
 logger = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ class PageWalk:
             self.rows[item_key] = item
             ids.append(item_key)
         repeats_only = bool(ids) and all(self._first_page[i] < number for i in ids)
-        echoed = as_int(pagination.get("page"))
+        echoed = records.to_count(pagination.get("page"))
         if echoed is not None and echoed != number:
             # The items are still real pumps (duplicates merge on pump_id), but the server did
             # not page as asked: what lies beyond cannot be reached safely.
@@ -175,14 +175,14 @@ class PageWalk:
                 f"{self.endpoint}: asked for page {number}, the portal answered page {echoed}"
             )
             return items
-        total = as_int(pagination.get("total"))
+        total = records.to_count(pagination.get("total"))
         if total is not None:
             self.listing.total = total
             self._totals.append(total)
         if self._per_page is None:
-            self._per_page = as_int(pagination.get("limit")) or len(items) or self.limit
+            self._per_page = records.to_count(pagination.get("limit")) or len(items) or self.limit
         per_page = self._per_page
-        pages = as_int(pagination.get("pages"))
+        pages = records.to_count(pagination.get("pages"))
         if pages is None and total is not None:
             pages = math.ceil(total / per_page) if per_page > 0 else None
         self._pages = pages
@@ -191,10 +191,11 @@ class PageWalk:
             bound = pages + settings.EXTRA_PAGES_ALLOWED
             self._max_pages = bound if self._max_pages is None else max(self._max_pages, bound)
 
-        has_next = pagination.get("has_next")
-        if has_next is not None and has_next != "":
+        # Absent, blank or unreadable ("maybe", a list) is no signal: the counts decide then.
+        has_next = records.to_bool(pagination.get("has_next"))
+        if has_next is not None:
             # `pages` beyond this page despite has_next false: read on, a request is cheap.
-            more = as_bool(has_next) or (pages is not None and number < pages)
+            more = has_next or (pages is not None and number < pages)
             self._promised = more
         elif pages is not None:
             more = self._promised = number < pages
@@ -424,24 +425,4 @@ def listing_items(body: JSON, endpoint: str) -> tuple[list[JSON], bool]:
 
 def item_id(item: JSON) -> str | None:
     """A listing row's pump_id as text (123 and "123" are one pump); None when missing or blank."""
-    value = item.get("pump_id")
-    if value is None or isinstance(value, dict | list) or not str(value).strip():
-        return None
-    return str(value)
-
-
-def as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    try:
-        return int(float(value))
-    except (TypeError, ValueError):
-        return None
-
-
-def as_bool(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes")
-    return bool(value)
+    return records.to_id(item.get("pump_id"))

@@ -138,7 +138,7 @@ def column_hints(fields: Mapping[str, str], **extra: str) -> dict[str, TColumnSc
 
 def coerce(raw: Mapping[str, Any], fields: Mapping[str, str]) -> dict[str, Any]:
     """A deep copy of `raw` with documented fields typed and everything else normalized."""
-    row = normalize_unknown(raw)
+    row: dict[str, Any] = normalize_unknown(raw)
     for path, data_type in fields.items():
         *parents, leaf = path.split(".")
         container: Any = row
@@ -168,7 +168,11 @@ def to_float(value: Any) -> float | None:
     if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            # JSON ints have no size limit; one past a double's range must not fail the run.
+            return None
     elif isinstance(value, str) and _NUMBER.match(value.strip()):
         number = float(value.strip())
     else:
@@ -177,18 +181,45 @@ def to_float(value: Any) -> float | None:
 
 
 def to_int(value: Any) -> int | None:
-    number = to_float(value)
-    if number is None or abs(number) > _BIGINT_MAX:
+    """A whole number for a bigint column; a fraction is rounded (`"2.7"` -> 3)."""
+    number: int | float | None = value  # exact: a float would round ints past 2**53
+    if not isinstance(value, int) or isinstance(value, bool):
+        number = to_float(value)
+    if number is None:
+        return None
+    if abs(number) > _BIGINT_MAX:
         # A count beyond a 64-bit integer is nonsense, and would fail the whole load.
         return None
     return int(round(number))
 
 
+def to_count(value: Any) -> int | None:
+    """A count or a position (a page number, `total`, `pages`, `limit`): a whole number >= 0.
+
+    Stricter than `to_int`, which rounds a measured value into a bigint column ("2.7" -> 3).
+    Pagination steers on these numbers: page "2.7" or total -1 says the server is confused,
+    and rounding it would silently walk to the wrong page or expect the wrong count. Such a
+    value is None, read like a missing key (no signal), so the walk falls back on the others.
+    Numbers as strings (`"3"`, `" 3 "`, `"3.0"`) are counts as the reference allows.
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value  # exact, as in to_int
+    else:
+        measured = to_float(value)
+        if measured is None or not measured.is_integer():
+            return None
+        number = int(measured)
+    return number if 0 <= number <= _BIGINT_MAX else None
+
+
 def to_bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int):
         return value != 0
+    if isinstance(value, float):
+        # NaN is "not a number", not "not zero".
+        return value != 0 if math.isfinite(value) else None
     if isinstance(value, str):
         text = value.strip().lower()
         if text in ("true", "1", "yes", "y", "t", "1.0", "on"):
@@ -262,6 +293,20 @@ def to_text(value: Any) -> str | None:
     if isinstance(value, bool | int | float):
         return str(value).lower() if isinstance(value, bool) else str(value)
     return json.dumps(value, sort_keys=True, default=str)
+
+
+def to_id(value: Any) -> str | None:
+    """An identifier as text: 123 and "123" are one pump (or one request id); None when
+    missing, blank or not a single value (an object or a list identifies nothing).
+
+    Unlike `to_text`, blank is None: an id of "" or "  " must not become a key that merges
+    every broken row into one. Non-blank text is kept as sent, so the key equals the row's
+    `to_text` pump_id.
+    """
+    if value is None or isinstance(value, dict | list):
+        return None
+    text = to_text(value)
+    return text if text and text.strip() else None
 
 
 def normalize_unknown(value: Any, key: str = "") -> Any:
