@@ -154,7 +154,7 @@ def publish_copy(
     # run next to a scheduled `run` waits for the lock instead of updating the same copy.
     with duckdb.connect(str(working)) as connection:
         apply_duckdb_config(connection, config)
-        source = connection.execute("select current_database()").fetchone()[0]
+        (source,) = _one_row(connection.execute("select current_database()"))
         catalog = _read_catalog(connection, source, skip)
         inactive, mode, reason = _inactive_file(published)
         rows: int | None = None
@@ -524,6 +524,11 @@ def _reconcile_in_transaction(
     for schema in catalog.schemas:
         connection.execute(f"create schema if not exists {sql_identifier(schema)}")
 
+    # Before the copy's `_dlt_loads` is rewritten: the loads it has not seen, per dataset.
+    new_loads = {
+        schema: _new_loads(connection, source, copy, schema)
+        for schema in {table.schema for table in catalog.tables if table.has_load_id}
+    }
     nested: dict[tuple[str, str], list[_Table]] = {}
     for table in catalog.tables:
         if table.root is not None:
@@ -538,7 +543,7 @@ def _reconcile_in_transaction(
         if copy_sql is not None and copy_sql != table.sql and table.has_load_id:
             copy_sql = _add_new_columns(connection, source, copy, table)
         if copy_sql == table.sql and table.has_load_id:
-            diff = _load_diff(connection, source, copy, table)
+            diff = _load_diff(connection, source, copy, table, new_loads[table.schema])
             if diff is not None:
                 # The copy's rows of the root table, not yet changed, find the nested rows to
                 # delete: the nested tables first.
@@ -579,11 +584,14 @@ def _add_new_columns(
         connection.execute(
             f"alter table {copy}.{table.qualified} add column {sql_identifier(name)} {data_type}"
         )
-    (sql,) = connection.execute(
-        "select sql from duckdb_tables() where database_name = ? and schema_name = ? "
-        "and table_name = ?",
-        [copy, table.schema, table.name],
-    ).fetchone()
+    sql: str | None  # duckdb_tables().sql, the table's `create table` statement
+    (sql,) = _one_row(
+        connection.execute(
+            "select sql from duckdb_tables() where database_name = ? and schema_name = ? "
+            "and table_name = ?",
+            [copy, table.schema, table.name],
+        )
+    )
     return sql
 
 
@@ -617,17 +625,58 @@ def _replace(
     return _insert(connection, source, copy, table)
 
 
+def _new_loads(
+    connection: duckdb.DuckDBPyConnection, source: str, copy: str, schema: str
+) -> list[str] | None:
+    """The loads of the working file's dataset `schema` the copy has not recorded; None when
+    either has no `_dlt_loads` to tell."""
+    (both,) = _one_row(
+        connection.execute(
+            "select count(*) = 2 from duckdb_tables() where database_name in (?, ?) "
+            "and schema_name = ? and table_name = '_dlt_loads'",
+            [source, copy, schema],
+        )
+    )
+    if not both:
+        return None
+    dataset = sql_identifier(schema)
+    query = (
+        f"select load_id from {sql_identifier(source)}.{dataset}._dlt_loads "
+        f"except select load_id from {copy}.{dataset}._dlt_loads"
+    )
+    return sorted(load_id for (load_id,) in connection.execute(query).fetchall())
+
+
 def _load_diff(
-    connection: duckdb.DuckDBPyConnection, source: str, copy: str, table: _Table
+    connection: duckdb.DuckDBPyConnection,
+    source: str,
+    copy: str,
+    table: _Table,
+    new_loads: list[str] | None,
 ) -> _Diff | None:
-    """The loads to delete from the copy (a merge deletes rows of older loads that newer ones
-    replace, so a load's count can shrink; or gone) and to insert into it (missing, or held with
-    another count); None if rows without a load id make that unknowable."""
+    """The loads to delete from the copy and to insert into it; None if rows without a load id
+    make that unknowable.
+
+    dlt only ever adds rows with a new load's id; a merge deletes rows of older loads that newer
+    ones replace. So when the working table holds exactly the copy's rows plus the new loads'
+    rows, none was deleted: insert the new loads. Asking that costs two counts and a scan the
+    new loads' ids prune to the last row groups, not a pass over every row of both files."""
+    if new_loads is not None:
+        total = f"select count(*) from {{}}.{table.qualified}"
+        (theirs,) = _one_row(connection.execute(total.format(sql_identifier(source))))
+        (ours,) = _one_row(connection.execute(total.format(copy)))
+        added = 0
+        if new_loads:
+            query = f"{total.format(sql_identifier(source))} where {_of_loads_in_range(new_loads)}"
+            (added,) = _one_row(connection.execute(query, [new_loads]))
+        if theirs == ours + added:
+            return [], new_loads if added else []
+    # Otherwise (a merge replaced rows, or a load the copy holds in part) each load's count.
     count = f"select _dlt_load_id, count(*) from {{}}.{table.qualified} group by all"
-    theirs = dict(connection.execute(count.format(sql_identifier(source))).fetchall())
-    ours = dict(connection.execute(count.format(copy)).fetchall())
-    stale = [load for load, rows in ours.items() if theirs.get(load) != rows]
-    missing = [load for load, rows in theirs.items() if ours.get(load) != rows]
+    theirs_by_load = dict(connection.execute(count.format(sql_identifier(source))).fetchall())
+    ours_by_load = dict(connection.execute(count.format(copy)).fetchall())
+    stale = [load for load, rows in ours_by_load.items() if theirs_by_load.get(load) != rows]
+    missing = [load for load, rows in theirs_by_load.items() if ours_by_load.get(load) != rows]
     if None in stale or None in missing:
         return None
     return stale, missing
@@ -639,7 +688,8 @@ def _apply_diff(
     stale, missing = diff
     if stale:
         connection.execute(
-            f"delete from {copy}.{table.qualified} where {_of_loads(copy, table)}", [stale]
+            f"delete from {copy}.{table.qualified} where {_of_loads(copy, table, stale)}",
+            [stale],
         )
     return _insert(connection, source, copy, table, missing) if missing else 0
 
@@ -668,12 +718,26 @@ def _update_nested(
     return rows
 
 
-def _of_loads(database: str, table: _Table) -> str:
-    """A condition on `table`'s rows: written by the loads in the query's one parameter."""
+def _of_loads(database: str, table: _Table, loads: list[str]) -> str:
+    """A condition on `table`'s rows: written by `loads`, the query's one parameter."""
     if table.root is None:
-        return "_dlt_load_id in (select unnest($1))"
+        return _of_loads_in_range(loads)
     root = f"{database}.{sql_identifier(table.schema)}.{sql_identifier(table.root)}"
-    return f"_dlt_root_id in (select _dlt_id from {root} where _dlt_load_id in (select unnest($1)))"
+    return f"_dlt_root_id in (select _dlt_id from {root} where {_of_loads_in_range(loads)})"
+
+
+def _of_loads_in_range(loads: list[str]) -> str:
+    """`_dlt_load_id in $1`, with the range of `loads` as literals: DuckDB checks that range
+    against each row group's min/max and skips the groups of other loads (load ids grow with
+    time, so a few new loads are the last row groups); the list alone is a join over every row."""
+    if not loads:
+        return "false"
+    low, high = _text_literal(min(loads)), _text_literal(max(loads))
+    return f"_dlt_load_id between {low} and {high} and _dlt_load_id in (select unnest($1))"
+
+
+def _text_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _insert(
@@ -688,11 +752,20 @@ def _insert(
         f"select * from {sql_identifier(source)}.{table.qualified}"
     )
     if loads is None:
-        (rows,) = connection.execute(query).fetchone()
+        (rows,) = _one_row(connection.execute(query))
     else:
-        condition = _of_loads(sql_identifier(source), table)
-        (rows,) = connection.execute(f"{query} where {condition}", [loads]).fetchone()
+        condition = _of_loads(sql_identifier(source), table, loads)
+        (rows,) = _one_row(connection.execute(f"{query} where {condition}", [loads]))
     return int(rows)
+
+
+def _one_row(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...]:
+    """The row of a statement that always returns one (`current_database()`, an insert's count,
+    the catalog row of a table the copy holds)."""
+    row = result.fetchone()
+    if row is None:
+        raise PublishFailed("DuckDB returned no row where one is always returned")
+    return row
 
 
 def _fsync(path: Path) -> None:
