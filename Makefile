@@ -31,12 +31,13 @@ models: $(STAMP)  ## (re)build the sql/ models on the configured destination
 status: $(STAMP)  ## last runs and data freshness (non-zero exit when stale)
 	$(PY) -m pipelines.cli status $(ARGS)
 
-test: $(STAMP)  ## the whole test suite
-	$(PY) -m pytest -q
+test: $(STAMP)  ## the whole test suite (two workers)
+	$(PY) -m pytest -q -n 2
 
-lint: $(STAMP)  ## ruff check and format check
+lint: $(STAMP)  ## ruff check, format check and mypy
 	$(PY) -m ruff check pipelines tests bench
 	$(PY) -m ruff format --check pipelines tests bench
+	$(PY) -m mypy
 
 bench: bench-sync bench-history  ## both benchmarks below (about 40 minutes)
 

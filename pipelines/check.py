@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import dlt
@@ -56,7 +57,8 @@ class CheckReport:
 def portal_client() -> PortalClient:
     """The client the job would build, with a retry budget of seconds, not a minute."""
     base_url = deployment.setting(f"{SOURCE}.base_url", str, "")
-    api_key = dlt.secrets.get(f"{SOURCE}.api_key") or ""
+    # Asked for without a type, dlt returns the value as stored (any TOML type): sent as text.
+    api_key: object = dlt.secrets.get(f"{SOURCE}.api_key") or ""
     if not base_url:
         raise deployment.ConfigError(
             "sources.pump_portal.base_url is not set (SOURCES__PUMP_PORTAL__BASE_URL)"
@@ -120,7 +122,7 @@ def check_portal(client: PortalClient, report: CheckReport) -> None:
         if pump_id is None:
             report.probes.append(Probe(endpoint, "skipped", "no pump listed to ask about"))
         else:
-            probe(endpoint, lambda call=call: call(pump_id))
+            probe(endpoint, partial(call, pump_id))
     user_id = _first_user(users)
     if user_id is None:
         report.probes.append(

@@ -70,8 +70,9 @@ class CommandLine(argparse.ArgumentParser):
 
 def build_parser() -> CommandLine:
     # --log-level works before and after the command (`pump-portal status --log-level DEBUG`):
-    # the subcommands' copy leaves the value alone unless it is given there.
-    common = argparse.ArgumentParser(add_help=False)
+    # the subcommands' copy leaves the value alone unless it is given there. It is a CommandLine
+    # like them: typeshed types add_parser's `parents` with the subparsers' parser_class.
+    common = CommandLine(add_help=False)
     common.add_argument(
         "--log-level",
         type=str.upper,
@@ -473,7 +474,9 @@ def missing_hint(error: ConfigFieldMissingException) -> str:
     )
 
 
-def print_summary(result: SyncResult, pipeline, published: PublishReport | None = None) -> None:  # type: ignore[no-untyped-def]
+def print_summary(
+    result: SyncResult, pipeline: dlt.Pipeline, published: PublishReport | None = None
+) -> None:
     report = result.report
     stats = report.client_stats
     lines = [

@@ -80,6 +80,7 @@ from typing import Any
 
 import dlt
 import sqlglot
+from dlt.destinations.sql_client import SqlClientBase
 from sqlglot.errors import ErrorLevel
 
 from .deployment import ConfigError, setting, where_set
@@ -138,14 +139,16 @@ LOADS_TABLE = "_model_loads"  # the dlt loads the last build had processed
 LOAD_ID = "load_id"  # the staging models' name for the raw `_dlt_load_id`
 BUILD_ID = "_build_id"  # the incremental models' column: the build that wrote the row
 REMOVED = "_removed"  # an incremental select's flag: the key loses its row
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_ONLINE_THRESHOLD_MINUTES = 15
 
 
 @dataclass(frozen=True)
 class ModelSettings:
     """How the models bucket days, call a pump online, and where they go."""
 
-    timezone: str = "UTC"
-    online_threshold_minutes: int = 15
+    timezone: str = DEFAULT_TIMEZONE
+    online_threshold_minutes: int = DEFAULT_ONLINE_THRESHOLD_MINUTES
     schema: str | None = None  # None: "<dataset>_models"
 
     def __post_init__(self) -> None:
@@ -168,11 +171,10 @@ class ModelSettings:
     @classmethod
     def from_config(cls) -> ModelSettings:
         """`[models]` from the environment, .dlt/secrets.toml or .dlt/config.toml."""
-        defaults = cls.__dataclass_fields__
         return cls(
-            timezone=setting("models.timezone", str, defaults["timezone"].default),
+            timezone=setting("models.timezone", str, DEFAULT_TIMEZONE),
             online_threshold_minutes=setting(
-                "models.online_threshold_minutes", int, defaults["online_threshold_minutes"].default
+                "models.online_threshold_minutes", int, DEFAULT_ONLINE_THRESHOLD_MINUTES
             ),
             schema=setting("models.schema", str, None) or None,
         )
@@ -734,7 +736,9 @@ def _upstream(model: Model, by_name: Mapping[str, Model]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def _apply_increment(client, schema: str, model: Model, select: str, dialect: str) -> int:  # type: ignore[no-untyped-def]
+def _apply_increment(
+    client: SqlClientBase[Any], schema: str, model: Model, select: str, dialect: str
+) -> int:
     """Delete the live rows whose key the select returns and insert the returned rows (but those
     flagged `_removed`); returns how many keys it wrote or removed."""
     table = f"{schema}.{model.name}"
@@ -744,7 +748,10 @@ def _apply_increment(client, schema: str, model: Model, select: str, dialect: st
     delta_columns = _table_columns(client, delta, temporary=True)
     key = model.unique_key
     aggregates = ", ".join(f"min({c}), max({c})" for c in key)
-    found = client.execute_sql(f"select count(*), {aggregates} from {delta}")[0]
+    summary = client.execute_sql(f"select count(*), {aggregates} from {delta}")
+    if not summary:  # an aggregate without `group by` always returns one row
+        raise RuntimeError(f"counting the rows of {delta} returned no row")
+    found = summary[0]
     count = int(found[0])
     if count:
         if dialect == "postgres":
@@ -776,7 +783,7 @@ def _literal(value: Any) -> str:
     return repr(value)
 
 
-def _index_model(client, schema: str, model: Model, analyze: bool) -> None:  # type: ignore[no-untyped-def]
+def _index_model(client: SqlClientBase[Any], schema: str, model: Model, analyze: bool) -> None:
     """PostgreSQL: the indexes an incremental build of the model relies on."""
     for columns in (model.unique_key, *model.indexes):
         name = f"{model.name}__{'_'.join(columns)}"[:60]
@@ -787,11 +794,16 @@ def _index_model(client, schema: str, model: Model, analyze: bool) -> None:  # t
         client.execute_sql(f"analyze {schema}.{model.name}")
 
 
-def _index_raw_loads(client, raw_schema: str, models: Sequence[Model], raw_columns) -> None:  # type: ignore[no-untyped-def]
+def _index_raw_loads(
+    client: SqlClientBase[Any],
+    raw_schema: str,
+    models: Sequence[Model],
+    raw_columns: Mapping[str, set[str]],
+) -> None:
     """PostgreSQL: index what incremental builds look raw rows up by: `_dlt_load_id` of the raw
     tables read through new_rows(), `_dlt_parent_id` of child tables."""
     by_name = {model.name: model for model in models}
-    tables = set()
+    tables: set[str] = set()
     for model in models:
         for name in _CALL.findall(model.template):
             if name[0] == "new_rows" and by_name[name[1]].materialized == "view":
@@ -811,7 +823,9 @@ def _index_raw_loads(client, raw_schema: str, models: Sequence[Model], raw_colum
             )
 
 
-def _read_state(client, schema: str, existing: Mapping[str, str]) -> _State | None:  # type: ignore[no-untyped-def]
+def _read_state(
+    client: SqlClientBase[Any], schema: str, existing: Mapping[str, str]
+) -> _State | None:
     if STATE_TABLE not in existing or LOADS_TABLE not in existing:
         return None
     rows = client.execute_sql(f"select model_name, sql_hash, build_id from {schema}.{STATE_TABLE}")
@@ -825,15 +839,17 @@ def _read_state(client, schema: str, existing: Mapping[str, str]) -> _State | No
     )
 
 
-def _committed_loads(client, raw_schema: str, raw_columns: Mapping[str, set[str]]) -> set[str]:  # type: ignore[no-untyped-def]
+def _committed_loads(
+    client: SqlClientBase[Any], raw_schema: str, raw_columns: Mapping[str, set[str]]
+) -> set[str]:
     if "_dlt_loads" not in raw_columns:
         return set()
     rows = client.execute_sql(f"select load_id from {raw_schema}._dlt_loads where status = 0")
     return {load_id for (load_id,) in rows or []}
 
 
-def _write_state(  # type: ignore[no-untyped-def]
-    client,
+def _write_state(
+    client: SqlClientBase[Any],
     schema: str,
     plan: Mapping[str, tuple[str, str]],
     hashes: Mapping[str, str],
@@ -879,7 +895,7 @@ def drop_models(pipeline: dlt.Pipeline, settings: ModelSettings | None = None) -
         client.execute_sql(f"drop schema if exists {schema} cascade")
 
 
-def _raw_columns(client, schema: str) -> dict[str, set[str]]:  # type: ignore[no-untyped-def]
+def _raw_columns(client: SqlClientBase[Any], schema: str) -> dict[str, set[str]]:
     rows = client.execute_sql(
         "select table_name, column_name from information_schema.columns "
         f"where table_schema = '{schema}'"
@@ -890,8 +906,8 @@ def _raw_columns(client, schema: str) -> dict[str, set[str]]:  # type: ignore[no
     return columns
 
 
-def _table_columns(  # type: ignore[no-untyped-def]
-    client, table: str, schema: str | None = None, temporary: bool = False
+def _table_columns(
+    client: SqlClientBase[Any], table: str, schema: str | None = None, temporary: bool = False
 ) -> list[str]:
     if temporary:
         with client.execute_query(f"select * from {table} where 1 = 0") as cursor:
@@ -903,7 +919,7 @@ def _table_columns(  # type: ignore[no-untyped-def]
     return [column for (column,) in rows or []]
 
 
-def _existing_objects(client, schema: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _existing_objects(client: SqlClientBase[Any], schema: str) -> dict[str, str]:
     rows = client.execute_sql(
         "select table_name, table_type from information_schema.tables "
         f"where table_schema = '{schema}'"

@@ -85,7 +85,6 @@ class SyncResult:
     failed_step: str | None = None
     rows: dict[str, int] = field(default_factory=dict)
     models_built: Sequence[str] = ()
-    recovered_pending: bool = False
     # The run's `sync_runs` row went in with its data; what changed after the load is updated.
     recorded_with_load: bool = False
 
@@ -117,7 +116,8 @@ def make_pipeline(
     }
     if progress:
         kwargs["progress"] = progress
-    return dlt.pipeline(**kwargs)
+    pipeline: dlt.Pipeline = dlt.pipeline(**kwargs)
+    return pipeline
 
 
 def configured_destination(destination: Any = None) -> Any:
@@ -192,7 +192,6 @@ def run_sync(
             step = "pending"
             logger.warning("an earlier run left a load pending: loading it first")
             while_locked(pipeline.run, "loading the pending package")
-            result.recovered_pending = True
         if full_refresh and build_models is not None:
             # dlt drops raw tables without CASCADE; on Postgres the staging views would block it.
             from .models import drop_models

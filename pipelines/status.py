@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import dlt
 import duckdb
 import pendulum
+from dlt.destinations.sql_client import SqlClientBase
 
 from .console import say
 from .deployment import SyncSettings
@@ -92,7 +94,7 @@ def command_status(args: argparse.Namespace) -> int:
         step = last.get("failed_step") or "?"
         problems.append(f"the last run {last.get('outcome')} ({step}: {last.get('error') or ''})")
     now = pendulum.now("UTC")
-    if last_good is None or (now - last_good).total_seconds() > threshold * 60:
+    if last_good is None or (now - pendulum.instance(last_good)).total_seconds() > threshold * 60:
         problems.append(f"no successful run in the last {threshold:g} minutes")
     if problems:
         say("STALE: " + "; ".join(problems))
@@ -129,9 +131,17 @@ def _query(
     else:
         logger.debug("reading the warehouse on %s", pipeline.destination.destination_name)
         with pipeline.sql_client() as client:
-            fresh = tuple(client.execute_sql(fresh_sql)[0])
-            rows = [tuple(row) for row in client.execute_sql(runs_sql)]
+            fresh = tuple(_select(client, fresh_sql)[0])
+            rows = [tuple(row) for row in _select(client, runs_sql)]
     return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows], tuple(fresh or (None, None))
+
+
+def _select(client: SqlClientBase[Any], sql: str) -> Sequence[Sequence[Any]]:
+    """The rows of a select (dlt's `execute_sql` returns None only for statements without any)."""
+    rows = client.execute_sql(sql)
+    if rows is None:
+        raise RuntimeError(f"the warehouse returned no result set for: {sql.strip()}")
+    return rows
 
 
 def _time(value: Any) -> dt.datetime | None:

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import dlt
 import duckdb
+from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,13 @@ def working_file(pipeline: dlt.Pipeline) -> Path | None:
     """The sync's working DuckDB file, or None for other destinations."""
     if not is_duckdb(pipeline):
         return None
-    return Path(pipeline.destination_client().config.credentials.database)
+    credentials = pipeline.destination_client().config.credentials
+    if not isinstance(credentials, DuckDbCredentials) or credentials.database is None:
+        raise ValueError(
+            f"the duckdb destination's credentials name no database file "
+            f"({type(credentials).__name__})"
+        )
+    return Path(credentials.database)
 
 
 def wait_schedule(total_seconds: float) -> tuple[float, ...]:

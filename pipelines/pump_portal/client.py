@@ -175,9 +175,6 @@ class PortalClient:
     def pump_pages(self, listing: Listing) -> Iterator[Page]:
         return self.pages(settings.ENDPOINT_PUMPS, listing)
 
-    def user_summary_pages(self, user_id: int, listing: Listing) -> Iterator[Page]:
-        return self.pages(settings.ENDPOINT_USER_SUMMARY.format(user_id=user_id), listing)
-
     def pump_listing(self, max_walks: int = settings.MAX_LISTING_WALKS) -> ListingRead:
         """GET /v1/pumps, walked again while it moves: iterate `.pages`, then read `.rows()`."""
         return self.listing(settings.ENDPOINT_PUMPS, max_walks)
@@ -341,7 +338,9 @@ class PortalClient:
     def _backoff(self, attempt: int) -> float:
         """Doubling waits, capped, half of each random: workers that failed together (a portal
         restart) do not all come back in the same instant."""
-        ceiling = min(self.backoff_seconds * 2 ** (attempt - 1), settings.MAX_BACKOFF_SECONDS)
+        ceiling: float = min(
+            self.backoff_seconds * 2 ** (attempt - 1), settings.MAX_BACKOFF_SECONDS
+        )
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
     def _raise_if_stopped(self) -> None:
