@@ -208,9 +208,11 @@ CONTROLLERS_CURRENT = [
 # fmt: on
 
 # alarms: alarm id, pump, code, level, raised, cleared, first and last summary that listed it,
-# summaries listing it, active. a's summary was fetched at R1-R5 (it reported before each),
-# d's at R4-R6; alm-1 changed content (cleared) at R5 and is still one alarm.
+# summaries listing it, active. a's summary was fetched at R1-R5 (it reported before each) and
+# at R6 (its turn in the spread refresh: a and b, both fetched at R5 and due within two runs of
+# 12 h, are refreshed one a run, a first); d's at R4-R6; alm-1 changed content (cleared) at R5
+# and is still one alarm.
 ALARMS = [
-    ("alm-1", "pump-a", "LOW_PRESSURE", "warning", at(D1, 5), at(D3, 16), R1, R5, 5, False),
+    ("alm-1", "pump-a", "LOW_PRESSURE", "warning", at(D1, 5), at(D3, 16), R1, R6, 6, False),
     ("alm-2", "pump-d", "DRY_RUN", "critical", at(D2, 13), None, R4, R6, 3, True),
 ]

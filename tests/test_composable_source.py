@@ -76,7 +76,12 @@ def existing_tables(pipeline: dlt.Pipeline) -> set[str]:
 
 
 def resource_states(pipeline: dlt.Pipeline) -> dict[str, Any]:
-    return dict(source_state(pipeline).get("resources", {}))
+    """What each resource knows of the portal; without the detail resources' `pace` (the times
+    they ran), which every run moves on by design."""
+    return {
+        name: {key: value for key, value in state.items() if key != "pace"}
+        for name, state in source_state(pipeline).get("resources", {}).items()
+    }
 
 
 def source_state(pipeline: dlt.Pipeline) -> dict[str, Any]:

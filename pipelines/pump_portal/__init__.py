@@ -303,8 +303,9 @@ def user_pump_links(directory: UserDirectory, sync: FleetSync) -> Iterator[list[
 )
 def pump_metadata(listing: PumpListing, sync: FleetSync) -> Iterator[list[dict[str, Any]]]:
     """GET /v1/pumps/:pumpId/metadata for the pumps of `pump_listing` this resource never
-    fetched, fetched before their last report, or longer ago than the max age (its `fetched`
-    state). Merged on `pump_id`; metadata fields that appear later become new columns."""
+    fetched, fetched before their last report, or whose turn it is to be refreshed (its `fetched`
+    and `pace` state, details.py). Merged on `pump_id`; metadata fields that appear later become
+    new columns."""
 
     def to_row(pump_id: str, body: dict[str, Any]) -> dict[str, Any]:
         metadata = body.get("metadata")
@@ -316,9 +317,8 @@ def pump_metadata(listing: PumpListing, sync: FleetSync) -> Iterator[list[dict[s
         return row
 
     with sync.in_use():
-        fetched = _own_state().setdefault("fetched", {})
         yield from sync.details(
-            "pump_metadata", listing, fetched, sync.client.pump_metadata, to_row
+            "pump_metadata", listing, _own_state(), sync.client.pump_metadata, to_row
         )
 
 
@@ -354,9 +354,8 @@ def pump_summaries(listing: PumpListing, sync: FleetSync) -> Iterator[list[dict[
         return row
 
     with sync.in_use():
-        fetched = _own_state().setdefault("fetched", {})
         yield from sync.details(
-            "pump_summaries", listing, fetched, sync.client.pump_summary, to_row
+            "pump_summaries", listing, _own_state(), sync.client.pump_summary, to_row
         )
 
 

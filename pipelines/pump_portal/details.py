@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+import statistics
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,25 +28,86 @@ logger = logging.getLogger(__name__)
 BATCH_SIZE = 100
 
 
+# Run times a detail resource remembers, to know how often it runs.
+RUNS_KEPT = 8
+
+
 def pumps_due(
     listing: PumpListing,
     fetched: dict[str, list[Any]],
     run_at: dt.datetime,
     max_age: dt.timedelta,
+    pace: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Listed pumps never fetched, fetched at another `last_seen` (the pump reported since), or
-    fetched longer ago than `max_age`."""
-    oldest = (run_at - max_age).timestamp()
-    due = []
+    """Listed pumps never fetched or fetched at another `last_seen` (the pump reported since),
+    then those of the rest whose turn it is to be refreshed, oldest first.
+
+    Refreshing every pump when its details reach `max_age` refetched the whole fleet in one run
+    a day (the first sync fetched them all at once) while the runs around it made a few calls.
+    Instead each run refreshes the oldest `refresh_share` of the others: the slowest steady pace
+    that still refreshes each pump before its details pass `max_age`, as long as the runs keep
+    their schedule (a run late by some minutes may find details that many minutes past the
+    maximum, as before). `pace` is the resource's state for it: its
+    last run times (`runs`, epoch seconds) and the fraction of a pump owed (`carry`); updated."""
+    pace = pace if pace is not None else {}
+    now = run_at.timestamp()
+    due: list[str] = []
+    waiting: list[tuple[float, str]] = []
     for pump_id in listing.rows:
         entry = fetched.get(pump_id)
-        if (
-            entry is None
-            or entry[FETCHED_AT] <= oldest
-            or entry[FETCHED_SEEN] != listing.seen(pump_id)
-        ):
+        if entry is None or entry[FETCHED_SEEN] != listing.seen(pump_id):
             due.append(pump_id)
-    return due
+        else:
+            waiting.append((entry[FETCHED_AT], pump_id))
+    waiting.sort()
+    runs: list[float] = pace.get("runs") or []
+    turn, pace["carry"] = refresh_share(
+        [now - at for at, _ in waiting],
+        *run_intervals(runs, now),
+        max_age.total_seconds(),
+        carry=float(pace.get("carry") or 0.0),
+    )
+    pace["runs"] = sorted({*runs, now})[-RUNS_KEPT:]
+    return due + [pump_id for _, pump_id in waiting[:turn]]
+
+
+def refresh_share(
+    ages: list[float], elapsed: float, interval: float, max_age: float, carry: float = 0.0
+) -> tuple[int, float]:
+    """How many of the pumps of `ages` (seconds since their details were fetched, oldest first)
+    to refresh in a run `elapsed` seconds after the last one, on a schedule of one run every
+    `interval`, and the fraction of a pump still owed after it.
+
+    A pump of age `a` can wait `(max_age - a) // interval` more runs and still be refreshed at
+    most `max_age` old; the pump of rank r (0 = oldest) needs r + 1 refreshes to fit in those
+    runs and this one, so the pace is the largest (r + 1) / (runs left + 1), in pumps per run.
+    A run sooner than the schedule (started by hand, or twice at one instant) owes its part of
+    that; a fraction of a pump is carried to the next run rather than rounded up every run. A
+    pump that cannot wait a run goes now. With no interval known yet (the second run) only what
+    has reached `max_age` is due."""
+    if interval <= 0:
+        return sum(1 for age in ages if age >= max_age), 0.0
+    pace, urgent = 0.0, 0
+    for rank, age in enumerate(ages):
+        runs_left = math.floor((max_age - age) / interval)
+        if runs_left <= 0:
+            urgent = rank + 1
+        else:
+            pace = max(pace, (rank + 1) / (runs_left + 1))
+    owed = pace * min(elapsed, interval) / interval + carry
+    turn = max(urgent, math.floor(owed + 1e-9))
+    # What the urgent pumps took beyond the pace pays the fraction owed.
+    return turn, (max(owed - turn, 0.0) if ages else 0.0)
+
+
+def run_intervals(runs: list[float], now: float) -> tuple[float, float]:
+    """(seconds since the last run, seconds between runs as the schedule keeps them): the median
+    gap between the last `RUNS_KEPT` runs and this one, so that neither a run started by hand
+    between two scheduled ones nor a day the job did not run changes the pace. (0, 0) on the
+    first run."""
+    times = sorted(t for t in runs if t <= now) + [now]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    return (gaps[-1], statistics.median(gaps)) if gaps else (0.0, 0.0)
 
 
 def fetch_details(

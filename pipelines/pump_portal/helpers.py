@@ -88,17 +88,20 @@ class FleetSync:
         self,
         resource: str,
         listing: PumpListing,
-        fetched: dict[str, list[Any]],
+        state: dict[str, Any],
         fetch: Callable[[str], dict[str, Any]],
         to_row: Callable[[str, dict[str, Any]], dict[str, Any]],
     ) -> Iterator[list[dict[str, Any]]]:
-        """The due pumps' detail rows, in lists; `fetched` is the resource's own state."""
+        """The due pumps' detail rows, in lists; `state` is the resource's own (`fetched`,
+        `pace`: see state.py)."""
 
         def fetch_row(pump_id: str) -> dict[str, Any]:
             # Coercion runs in the worker too, off the main thread dlt extracts on.
             return to_row(pump_id, fetch(pump_id))
 
-        due = detail_calls.pumps_due(listing, fetched, self.run_at, self.details_max_age)
+        fetched: dict[str, list[Any]] = state.setdefault("fetched", {})
+        pace: dict[str, Any] = state.setdefault("pace", {})
+        due = detail_calls.pumps_due(listing, fetched, self.run_at, self.details_max_age, pace)
         yield from detail_calls.fetch_details(
             resource,
             due,

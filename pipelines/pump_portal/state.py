@@ -7,6 +7,7 @@ subset (`with_resources`) touches only the state of the resources it loads, and
     resources.controllers.pumps[pump_id]           = [last_seen, row fingerprint, visible]
     resources.pump_metadata.fetched[pump_id]       = [fetched at (epoch s), last_seen then]
     resources.pump_summaries.fetched[pump_id]      = [fetched at (epoch s), last_seen then]
+    resources.<detail>.pace                        = {runs: [last 8 run times], carry}
     resources.user_pump_links.links[user_id][pump_id] = [is_owner, valid_from]
 
 Up to this layout the three maps lived in the source-level state shared by all resources
