@@ -138,6 +138,12 @@ STATE_TABLE = "_model_state"  # per model: SQL hash, how and when it was last bu
 LOADS_TABLE = "_model_loads"  # the dlt loads the last build had processed
 LOAD_ID = "load_id"  # the staging models' name for the raw `_dlt_load_id`
 BUILD_ID = "_build_id"  # the incremental models' column: the build that wrote the row
+# `<mart>__changes` (its unique key, build_id): the keys each incremental build of a mart wrote
+# or removed, on DuckDB, so that a reader copy (reader_copies.py) rewrites only those rows; kept
+# for the last CHANGES_KEPT builds, emptied when the mart is built whole (`since_build` in
+# `_model_state` says when).
+CHANGES = "__changes"
+CHANGES_KEPT = 200
 REMOVED = "_removed"  # an incremental select's flag: the key loses its row
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_ONLINE_THRESHOLD_MINUTES = 15
@@ -532,6 +538,8 @@ class _State:
     hashes: dict[str, str]
     loads: frozenset[str]
     build_id: int
+    # per model, the build that last built it whole (None: unknown, from an older version)
+    since: dict[str, int | None]
 
 
 def build_models(
@@ -624,13 +632,20 @@ def build_models(
                 if how == "full":
                     if f"{model.name}{_NEXT}" in existing:  # left by a build that failed
                         client.execute_sql(f"drop table {schema}.{model.name}{_NEXT}")
+                    if f"{model.name}{CHANGES}" in existing:  # the keys of the old table
+                        client.execute_sql(f"drop table {schema}.{model.name}{CHANGES}")
                     client.execute_sql(
                         f"create table {schema}.{model.name}{_NEXT} as\n{statements[model.name]}"
                     )
                     changed[model.name] = None
                 else:
                     changed[model.name] = _apply_increment(
-                        client, schema, model, statements[model.name], dialect
+                        client,
+                        schema,
+                        model,
+                        statements[model.name],
+                        dialect,
+                        build_id if _records_changes(model, dialect) else None,
                     )
                 logger.debug(
                     "built %s.%s (%s) in %.2f s",
@@ -736,11 +751,23 @@ def _upstream(model: Model, by_name: Mapping[str, Model]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def _records_changes(model: Model, dialect: str) -> bool:
+    """The marts are what reader copies hold (reader copies are DuckDB files): their keys
+    changed by each build are kept for the copies to catch up on."""
+    return dialect == "duckdb" and model.layer == "marts" and bool(model.unique_key)
+
+
 def _apply_increment(
-    client: SqlClientBase[Any], schema: str, model: Model, select: str, dialect: str
+    client: SqlClientBase[Any],
+    schema: str,
+    model: Model,
+    select: str,
+    dialect: str,
+    build_id: int | None = None,
 ) -> int:
     """Delete the live rows whose key the select returns and insert the returned rows (but those
-    flagged `_removed`); returns how many keys it wrote or removed."""
+    flagged `_removed`); returns how many keys it wrote or removed. With `build_id`, the keys
+    are also added to the model's `__changes` table."""
     table = f"{schema}.{model.name}"
     delta = f"{model.name}{_DELTA}"
     client.execute_sql(f"drop table if exists {delta}")
@@ -769,8 +796,23 @@ def _apply_increment(
         )
         keep = f" where not coalesce({REMOVED}, false)" if REMOVED in delta_columns else ""
         client.execute_sql(f"insert into {table} ({columns}) select {columns} from {delta}{keep}")
+        if build_id is not None:
+            _record_changes(client, schema, model, delta, build_id)
     client.execute_sql(f"drop table {delta}")
     return count
+
+
+def _record_changes(
+    client: SqlClientBase[Any], schema: str, model: Model, delta: str, build_id: int
+) -> None:
+    changes = f"{schema}.{model.name}{CHANGES}"
+    key = ", ".join(model.unique_key)
+    client.execute_sql(
+        f"create table if not exists {changes} as "
+        f"select {key}, cast(0 as bigint) as build_id from {delta} where false"
+    )
+    client.execute_sql(f"insert into {changes} select distinct {key}, {build_id} from {delta}")
+    client.execute_sql(f"delete from {changes} where build_id <= {build_id - CHANGES_KEPT}")
 
 
 def _literal(value: Any) -> str:
@@ -828,14 +870,20 @@ def _read_state(
 ) -> _State | None:
     if STATE_TABLE not in existing or LOADS_TABLE not in existing:
         return None
-    rows = client.execute_sql(f"select model_name, sql_hash, build_id from {schema}.{STATE_TABLE}")
+    since = (
+        "since_build" if "since_build" in _table_columns(client, STATE_TABLE, schema) else "null"
+    )
+    rows = client.execute_sql(
+        f"select model_name, sql_hash, build_id, {since} from {schema}.{STATE_TABLE}"
+    )
     if not rows:
         return None
     loads = client.execute_sql(f"select load_id from {schema}.{LOADS_TABLE}") or []
     return _State(
-        hashes={name: sql_hash for name, sql_hash, _ in rows},
+        hashes={name: sql_hash for name, sql_hash, _, _ in rows},
         loads=frozenset(load_id for (load_id,) in loads),
-        build_id=max(int(build_id) for _, _, build_id in rows),
+        build_id=max(int(build_id) for _, _, build_id, _ in rows),
+        since={name: None if built is None else int(built) for name, _, _, built in rows},
     )
 
 
@@ -861,18 +909,32 @@ def _write_state(
     client.execute_sql(
         f"create table if not exists {schema}.{STATE_TABLE} (model_name varchar, "
         "materialized varchar, sql_hash varchar, how varchar, reason varchar, build_id bigint, "
-        "built_at timestamptz)"
+        "built_at timestamptz, since_build bigint)"
+    )
+    # A `_model_state` of an earlier version lacks it.
+    client.execute_sql(
+        f"alter table {schema}.{STATE_TABLE} add column if not exists since_build bigint"
     )
     client.execute_sql(f"create table if not exists {schema}.{LOADS_TABLE} (load_id varchar)")
     client.execute_sql(f"delete from {schema}.{STATE_TABLE}")
     now = dt.datetime.now(dt.UTC).isoformat()
+
+    def since(name: str, how: str) -> str:
+        """The first build the model's `__changes` hold every change since: this one when it
+        was built whole (or when an earlier version did not keep the mark)."""
+        built = state.since.get(name) if state is not None and how != "full" else None
+        return str(build_id if built is None else built)
+
     values = ", ".join(
         f"({_text_literal(name)}, {_text_literal(how if how == 'view' else 'table')}, "
         f"{_text_literal(hashes[name])}, {_text_literal(how)}, {_text_literal(reason)}, "
-        f"{build_id}, cast('{now}' as timestamptz))"
+        f"{build_id}, cast('{now}' as timestamptz), {since(name, how)})"
         for name, (how, reason) in plan.items()
     )
-    client.execute_sql(f"insert into {schema}.{STATE_TABLE} values {values}")
+    client.execute_sql(
+        f"insert into {schema}.{STATE_TABLE} (model_name, materialized, sql_hash, how, reason, "
+        f"build_id, built_at, since_build) values {values}"
+    )
     if state is None:  # a first build (or a full refresh) processed every committed load
         client.execute_sql(f"delete from {schema}.{LOADS_TABLE}")
         loads = sorted(committed)

@@ -33,6 +33,9 @@ from typing import Any, Literal
 
 import duckdb
 
+from .models import CHANGES as MODEL_CHANGES
+from .models import CHANGES_KEPT as MODEL_CHANGES_KEPT
+from .models import STATE_TABLE as MODEL_STATE
 from .warehouse import lock_conflict, lock_holder
 
 logger = logging.getLogger(__name__)
@@ -106,8 +109,13 @@ class _Catalog:
 
 def skipped_for_readers(dataset: str, models_schema: str) -> tuple[str, ...]:
     """What readers need not see, as `publish(skip=...)`: the models' intermediate tables (the
-    marts read them; up to a row per reading) and dlt's staging tables (a merge's scratch)."""
-    return (f"{models_schema}.int_*", f"{dataset}_staging")
+    marts read them; up to a row per reading), the marts' change logs (the publish reads them in
+    the working file) and dlt's staging tables (a merge's scratch)."""
+    return (
+        f"{models_schema}.int_*",
+        f"{models_schema}.*{MODEL_CHANGES}",
+        f"{dataset}_staging",
+    )
 
 
 def publish(
@@ -529,6 +537,8 @@ def _reconcile_in_transaction(
         schema: _new_loads(connection, source, copy, schema)
         for schema in {table.schema for table in catalog.tables if table.has_load_id}
     }
+    # ... and before its `_model_state` is: the builds of each model it has not seen.
+    builds = _unseen_builds(connection, source, copy, catalog)
     nested: dict[tuple[str, str], list[_Table]] = {}
     for table in catalog.tables:
         if table.root is not None:
@@ -552,6 +562,10 @@ def _reconcile_in_transaction(
                     done.add(child)
                 rows += _logged(table, _apply_diff, connection, source, copy, table, diff)
                 continue
+        changes = builds.get((table.schema, table.name))
+        if copy_sql == table.sql and changes is not None:
+            rows += _logged(table, _apply_changes, connection, source, copy, table, *changes)
+            continue
         rows += _logged(table, _replace, connection, source, copy, table, copy_sql)
     for table in catalog.tables:
         if table.root is not None and table not in done:  # its root changed whole, or has none
@@ -716,6 +730,95 @@ def _update_nested(
         logger.info("%s.%s does not add up in the copy: rewriting it", table.schema, table.name)
         rows += _replace(connection, source, copy, table, copy_sql)
     return rows
+
+
+def _unseen_builds(
+    connection: duckdb.DuckDBPyConnection, source: str, copy: str, catalog: _Catalog
+) -> dict[tuple[str, str], tuple[str, list[str], int]]:
+    """Per mart the copy can catch up on by key: (its `__changes` table, its key columns, the
+    last build the copy has). models.py keeps, per mart, the keys each incremental build changed
+    since `since_build` in `_model_state`; the copy can use them when it has that same mark (the
+    mart was not rebuilt whole since the copy's build) and a build still kept."""
+    found: dict[tuple[str, str], tuple[str, list[str], int]] = {}
+    tables = {
+        (schema, name)
+        for database, schema, name in connection.execute(
+            "select database_name, schema_name, table_name from duckdb_tables() "
+            "where database_name in (?, ?)",
+            [source, copy],
+        ).fetchall()
+        if database == source
+    }
+    states = {
+        schema
+        for schema, name in tables
+        if name == MODEL_STATE and _has_column(connection, copy, schema, MODEL_STATE, "since_build")
+    }
+    for schema in sorted(states):
+        state = f"{sql_identifier(schema)}.{MODEL_STATE}"
+        marks = connection.execute(
+            f"select s.model_name, c.build_id, s.build_id "
+            f"from {sql_identifier(source)}.{state} as s join {copy}.{state} as c "
+            "using (model_name) where s.since_build = c.since_build "
+            f"and c.build_id >= s.since_build and c.build_id > s.build_id - {MODEL_CHANGES_KEPT}"
+        ).fetchall()
+        for model, copy_build, _ in marks:
+            changes = f"{model}{MODEL_CHANGES}"
+            if (schema, changes) not in tables:
+                continue
+            key = [
+                column
+                for (column,) in connection.execute(
+                    "select column_name from duckdb_columns() where database_name = ? "
+                    "and schema_name = ? and table_name = ? and column_name != 'build_id' "
+                    "order by column_index",
+                    [source, schema, changes],
+                ).fetchall()
+            ]
+            found[(schema, model)] = (changes, key, int(copy_build))
+    return found
+
+
+def _has_column(
+    connection: duckdb.DuckDBPyConnection, database: str, schema: str, table: str, column: str
+) -> bool:
+    (count,) = _one_row(
+        connection.execute(
+            "select count(*) from duckdb_columns() where database_name = ? and schema_name = ? "
+            "and table_name = ? and column_name = ?",
+            [database, schema, table, column],
+        )
+    )
+    return bool(count)
+
+
+def _apply_changes(
+    connection: duckdb.DuckDBPyConnection,
+    source: str,
+    copy: str,
+    table: _Table,
+    changes: str,
+    key: list[str],
+    copy_build: int,
+) -> int:
+    """Replace the copy's rows of the keys the builds after `copy_build` changed (`changes`):
+    a mart of a year is 700,000 rows; a build changes a few thousand."""
+    keys = (
+        f"(select distinct {', '.join(sql_identifier(c) for c in key)} from "
+        f"{sql_identifier(source)}.{sql_identifier(table.schema)}.{sql_identifier(changes)} "
+        f"where build_id > {int(copy_build)})"
+    )
+    matches = " and ".join(f"t.{sql_identifier(c)} = k.{sql_identifier(c)}" for c in key)
+    connection.execute(
+        f"delete from {copy}.{table.qualified} as t using {keys} as k where {matches}"
+    )
+    (rows,) = _one_row(
+        connection.execute(
+            f"insert into {copy}.{table.qualified} select t.* from "
+            f"{sql_identifier(source)}.{table.qualified} as t semi join {keys} as k on {matches}"
+        )
+    )
+    return int(rows)
 
 
 def _of_loads(database: str, table: _Table, loads: list[str]) -> str:

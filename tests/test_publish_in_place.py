@@ -7,6 +7,7 @@ real DuckDB files, real syncs against the emulated portal and real reader proces
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -103,7 +104,7 @@ def fingerprint(path: Path) -> dict[tuple[str, str], tuple[Any, ...]]:
 
 def skipped(schema: str, name: str) -> bool:
     return schema == "pump_portal_staging" or (
-        schema == "pump_portal_models" and name.startswith("int_")
+        schema == "pump_portal_models" and (name.startswith("int_") or name.endswith("__changes"))
     )
 
 
@@ -157,6 +158,61 @@ def test_an_in_place_publish_writes_only_the_new_loads(
 
     assert (in_place.mode, full.mode) == ("in place", "first copy")
     assert in_place.rows_written < full.rows_written / 2
+    assert_published_equals_working(duckdb_path, published)
+
+
+def rows_written_per_table(records: list[logging.LogRecord]) -> dict[str, int]:
+    """From the publish's debug log: rows written into each table of the copy."""
+    written = {}
+    for record in records:
+        if record.name == "pipelines.reader_copies" and "rows written" in record.msg:
+            schema, name, rows = record.args[:3]
+            written[f"{schema}.{name}"] = rows
+    return written
+
+
+def test_an_in_place_publish_rewrites_only_the_mart_rows_the_builds_changed(
+    emulator: PortalEmulator,
+    pipeline: dlt.Pipeline,
+    duckdb_path: Path,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    published = tmp_path / "published.duckdb"
+    for _ in range(4):  # a sync on each of four days
+        emulator.advance(86_400)
+        cycle(emulator, pipeline)
+        publish_copy(duckdb_path, published, skip=SKIP)
+    # The copy to update is two builds behind: it catches up on both builds' keys.
+    cycle(emulator, pipeline, pumps=3)
+    with duckdb.connect(str(duckdb_path), read_only=True) as working:
+        (copy_build,) = working.execute(
+            "select max(build_id) - 2 from pump_portal_models._model_state"
+        ).fetchone()
+        (keys,) = working.execute(
+            "select count(*) from (select distinct pump_id, day_date from "
+            f"pump_portal_models.controller_daily__changes where build_id > {copy_build})"
+        ).fetchone()
+        (live,) = working.execute(
+            "select count(*) from pump_portal_models.controller_daily"
+        ).fetchone()
+
+    with caplog.at_level(logging.DEBUG, logger="pipelines.reader_copies"):
+        report = publish_copy(duckdb_path, published, skip=SKIP)
+
+    assert report.mode == "in place"
+    written = rows_written_per_table(caplog.records)
+    # the last two builds changed the day of their syncs: a row per pump of 300, of 4 days
+    assert written["pump_portal_models.controller_daily"] == keys == 300
+    assert live == 4 * 300
+    assert_published_equals_working(duckdb_path, published)
+
+    # Rebuilt whole, the mart's log starts again: the copies are rewritten once, then follow it.
+    build_models(pipeline, full_refresh=True)
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="pipelines.reader_copies"):
+        publish_copy(duckdb_path, published, skip=SKIP)
+    assert rows_written_per_table(caplog.records)["pump_portal_models.controller_daily"] == live
     assert_published_equals_working(duckdb_path, published)
 
 
