@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo run models status test lint bench bench-sync bench-history clean
+.PHONY: help install demo run models status test lint bench bench-sync bench-history bench-speed bench-day clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -39,13 +39,19 @@ lint: $(STAMP)  ## ruff check, format check and mypy
 	$(PY) -m ruff format --check pipelines tests bench
 	$(PY) -m mypy
 
-bench: bench-sync bench-history  ## both benchmarks below (about 40 minutes)
+bench: bench-sync bench-history bench-speed bench-day  ## the benchmarks below (about 50 minutes)
 
 bench-sync: $(STAMP)  ## sync scenarios against the emulator; writes bench/RESULTS.md
 	$(PY) -m bench.sync $(ARGS)
 
 bench-history: $(STAMP)  ## a year of history (70 M readings): cycle vs one day; bench/HISTORY.md
 	$(PY) -m bench.history --write-results bench/HISTORY.md $(ARGS)
+
+bench-speed: $(STAMP)  ## the job vs dlt's rest_api peer, sequential and tuned (2,000 pumps, 20 ms)
+	$(PY) -m bench.speed $(ARGS)
+
+bench-day: $(STAMP)  ## 96 scheduled runs after a full sync: requests per run, oldest details
+	$(PY) -m bench.day $(ARGS)
 
 clean:  ## remove the virtual environment and local demo/test output
 	rm -rf $(VENV) var .pytest_cache .ruff_cache
