@@ -225,6 +225,9 @@ def test_a_signal_during_extract_stops_fetching_and_loads_nothing(
             after_signal["detail calls"] += 1
             if after_signal["detail calls"] == 10:
                 process[0].send_signal(signum)
+            if after_signal["detail calls"] >= 10:
+                # A slow portal from here on: the job's reaction, not the machine's load,
+                # decides how many calls still arrive.
                 time.sleep(0.3)
 
     emulator.on_request(signal_on_tenth_detail_call)
@@ -238,7 +241,8 @@ def test_a_signal_during_extract_stops_fetching_and_loads_nothing(
     assert f"interrupted by {name} during extract: nothing of this run was loaded" in (
         error_line(subprocess.CompletedProcess([], code, out, err))
     )
-    assert stopped_at <= 12  # the 10th and what the other of 2 workers had in flight
+    # the 10th and what the 2 workers had in flight, far from all 2 x PUMPS detail calls
+    assert stopped_at <= 12
     assert journal(tmp_path)[-1]["outcome"] == "interrupted"
     loaded = "select count(*) from information_schema.tables where table_name = 'controllers'"
     assert warehouse(tmp_path, loaded) == [(0,)]
