@@ -538,7 +538,7 @@ def _reconcile_in_transaction(
         for schema in {table.schema for table in catalog.tables if table.has_load_id}
     }
     # ... and before its `_model_state` is: the builds of each model it has not seen.
-    builds = _unseen_builds(connection, source, copy, catalog)
+    builds = _unseen_builds(connection, source, copy)
     nested: dict[tuple[str, str], list[_Table]] = {}
     for table in catalog.tables:
         if table.root is not None:
@@ -733,36 +733,37 @@ def _update_nested(
 
 
 def _unseen_builds(
-    connection: duckdb.DuckDBPyConnection, source: str, copy: str, catalog: _Catalog
+    connection: duckdb.DuckDBPyConnection, source: str, copy: str
 ) -> dict[tuple[str, str], tuple[str, list[str], int]]:
     """Per mart the copy can catch up on by key: (its `__changes` table, its key columns, the
     last build the copy has). models.py keeps, per mart, the keys each incremental build changed
     since `since_build` in `_model_state`; the copy can use them when it has that same mark (the
     mart was not rebuilt whole since the copy's build) and a build still kept."""
     found: dict[tuple[str, str], tuple[str, list[str], int]] = {}
-    tables = {
-        (schema, name)
-        for database, schema, name in connection.execute(
-            "select database_name, schema_name, table_name from duckdb_tables() "
-            "where database_name in (?, ?)",
-            [source, copy],
+    tables = set(
+        connection.execute(
+            "select schema_name, table_name from duckdb_tables() where database_name = ?",
+            [source],
         ).fetchall()
-        if database == source
-    }
+    )
     states = {
         schema
         for schema, name in tables
-        if name == MODEL_STATE and _has_column(connection, copy, schema, MODEL_STATE, "since_build")
+        if name == MODEL_STATE
+        and all(
+            _has_column(connection, database, schema, MODEL_STATE, "since_build")
+            for database in (source, copy)
+        )
     }
     for schema in sorted(states):
         state = f"{sql_identifier(schema)}.{MODEL_STATE}"
         marks = connection.execute(
-            f"select s.model_name, c.build_id, s.build_id "
+            f"select s.model_name, c.build_id "
             f"from {sql_identifier(source)}.{state} as s join {copy}.{state} as c "
             "using (model_name) where s.since_build = c.since_build "
             f"and c.build_id >= s.since_build and c.build_id > s.build_id - {MODEL_CHANGES_KEPT}"
         ).fetchall()
-        for model, copy_build, _ in marks:
+        for model, copy_build in marks:
             changes = f"{model}{MODEL_CHANGES}"
             if (schema, changes) not in tables:
                 continue
