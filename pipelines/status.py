@@ -79,15 +79,15 @@ def command_status(args: argparse.Namespace) -> int:
     )
     for run in runs[:5]:
         say(
-            f"  {_fmt(run.get('started_at')):<26} {run.get('duration_s') or 0:>6.1f}  "
+            f"  {format_time(run.get('started_at')):<26} {run.get('duration_s') or 0:>6.1f}  "
             f"{run.get('outcome') or '?':<11} {run.get('pumps_listed') or 0:>6} "
             f"{run.get('pumps_changed') or 0:>7} {run.get('detail_calls') or 0:>7} "
             f"{run.get('items_skipped') or 0:>7} {run.get('requests') or 0:>8} "
             f"{run.get('rate_limited_429s') or 0:>4}"
         )
-    say(f"latest last_seen:        {_fmt(fresh.latest_seen)}")
-    say(f"latest fleet snapshot:   {_fmt(fresh.latest_snapshot)}")
-    say(f"last successful run end: {_fmt(fresh.last_good)}")
+    say(f"latest last_seen:        {format_time(fresh.latest_seen)}")
+    say(f"latest fleet snapshot:   {format_time(fresh.latest_snapshot)}")
+    say(f"last successful run end: {format_time(fresh.last_good)}")
     if fresh.problems:
         say("STALE: " + "; ".join(fresh.problems))
         return EXIT_STALE
@@ -211,7 +211,8 @@ def _time(value: Any) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _fmt(value: Any) -> str:
+def format_time(value: Any) -> str:
+    """A run's or a reading's time as `status` and the report show it, in UTC."""
     moment = _time(value)
     if moment is not None:
         return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
