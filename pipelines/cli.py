@@ -27,6 +27,7 @@ from dlt.common.configuration.exceptions import (
 
 from .console import end_live_line, fail, install_progress, say
 from .deployment import ConfigError, SyncSettings
+from .fleet_report import DEFAULT_DAYS, ReportUnavailable, write_report
 from .models import BuiltModel, ModelSettings, build_models, models_schema
 from .pump_portal import RESOURCES
 from .pump_portal.errors import (
@@ -135,8 +136,8 @@ def build_parser() -> CommandLine:
     report.add_argument(
         "--days",
         type=positive_days,
-        default=90,
-        help="the days shown, up to the latest day of the marts (default 90)",
+        default=DEFAULT_DAYS,
+        help=f"the days shown, up to the latest day of the marts (default {DEFAULT_DAYS})",
     )
     return parser
 
@@ -301,9 +302,6 @@ def command_report(args: argparse.Namespace) -> int:
     """`pump-portal report`: the page is written by pipelines/fleet_report.py; here only the
     configuration, the path printed and the exit code (5 when the warehouse cannot be read or
     the page cannot be written)."""
-    # plotly is imported only by the command that draws.
-    from .fleet_report import ReportUnavailable, write_report
-
     sync_settings = SyncSettings.from_config()
     model_settings = ModelSettings.from_config()
     pipeline = make_pipeline()
@@ -314,7 +312,7 @@ def command_report(args: argparse.Namespace) -> int:
     except ReportUnavailable as error:
         return fail(EXIT_DESTINATION, f"no report: {error}", error.hint)
     except OSError as error:
-        target = args.output or "the report"
+        target = error.filename or args.output or "the report"
         return fail(
             EXIT_DESTINATION,
             f"cannot write {target}: {os_reason(error)}",

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+import duckdb
 import plotly.offline
 import pytest
 from bs4 import BeautifulSoup, Tag
 
-from pipelines.cli import EXIT_DESTINATION, EXIT_OK, publish_for
+from pipelines.cli import EXIT_DESTINATION, EXIT_OK, build_parser, publish_for
 from pipelines.models import build_models, models_schema
 from pipelines.runner import make_pipeline
 from pipelines.status import format_time
@@ -388,16 +389,41 @@ def test_report_days_window_ends_at_the_latest_day(deployment: Deployment, tmp_p
     assert empty is not None and empty.get_text() == "no alarm raised in the window"
 
 
-def test_report_without_a_warehouse_fails_with_one_line(tmp_path: Path):
+def test_readme_report_example_is_valid_command_line():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(r"<!-- recipe:report -->\n```\w*\n(.*?)```", readme, re.S)
+    assert found, "README has no recipe report"
+    lines = [line.split("#")[0].split() for line in found.group(1).strip().splitlines()]
+    assert [line[0] for line in lines] == [".venv/bin/pump-portal"] * 2
+    parsed = [build_parser().parse_args(line[1:]) for line in lines]
+    assert [(args.command, args.days, args.output) for args in parsed] == [
+        ("report", 90, None),
+        ("report", 30, Path("/srv/www/fleet.html")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("working_file", "error"),
+    [
+        ("absent", "ERROR: cannot read the warehouse: "),
+        ("empty", "ERROR: no report: the warehouse has no marts alarms, controller_daily, "),
+    ],
+)
+def test_report_before_the_first_sync_fails_with_one_line(
+    tmp_path: Path, working_file: str, error: str
+):
+    working = tmp_path / "pump_portal_sync.duckdb"
+    if working_file == "empty":
+        duckdb.connect(str(working)).close()
     done = report(
         {
-            "DESTINATION__DUCKDB__CREDENTIALS": str(tmp_path / "pump_portal_sync.duckdb"),
+            "DESTINATION__DUCKDB__CREDENTIALS": str(working),
             "SYNC__PUBLISH_TO": str(tmp_path / "pump_portal_warehouse.duckdb"),
             "PIPELINES__PUMP_PORTAL__PIPELINES_DIR": str(tmp_path / "dlt_pipelines"),
         }
     )
     assert done.returncode == EXIT_DESTINATION
-    assert done.stderr.startswith("ERROR: cannot read the warehouse:"), done.stderr
+    assert done.stderr.startswith(error), done.stderr
     assert "Traceback" not in done.stderr
     assert not list(tmp_path.glob("*.html"))
 
