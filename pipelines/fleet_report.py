@@ -85,7 +85,7 @@ class AlarmFrequency(NamedTuple):
     active_count: int
 
 
-class SkippedItem(NamedTuple):
+class SkippedItemRow(NamedTuple):
     run_id: str
     resource: str | None
     item_kind: str | None
@@ -110,7 +110,7 @@ class FleetReport:
     frequent_alarms: list[AlarmFrequency]
     alarms_since: dt.datetime | None  # None: every alarm seen (the days shown are all there are)
     freshness: Freshness
-    skipped_items: list[SkippedItem]
+    skipped_items: list[SkippedItemRow]
     skipped_total: int  # in the runs shown; more than `skipped_items` past SKIPPED_SHOWN
 
 
@@ -205,12 +205,11 @@ def read_report(
         if first_day > _day(first_built)
         else None
     )
+    raised_since = "true"
+    if alarms_since is not None:
+        raised_since = f"coalesce(raised_at, first_reported_at) >= {_instant(alarms_since)}"
     alarms_sql = FREQUENT_ALARMS.format(
-        marts=marts,
-        raised_since="true"
-        if alarms_since is None
-        else f"coalesce(raised_at, first_reported_at) >= {_instant(alarms_since)}",
-        limit=FREQUENT_ALARMS_SHOWN,
+        marts=marts, raised_since=raised_since, limit=FREQUENT_ALARMS_SHOWN
     )
     return FleetReport(
         generated_at=_now(),
@@ -243,7 +242,7 @@ def read_report(
 
 def _skipped_items(
     pipeline: dlt.Pipeline, warehouse: Warehouse, freshness: Freshness
-) -> tuple[list[SkippedItem], int]:
+) -> tuple[list[SkippedItemRow], int]:
     """The skipped items of the runs shown, run by run (newest first), those that need action
     first; at most SKIPPED_SHOWN of them, and how many there are."""
     order = {run["run_id"]: n for n, run in enumerate(freshness.runs[:LAST_RUNS_SHOWN])}
@@ -253,7 +252,7 @@ def _skipped_items(
     sql = SKIPPED_ITEMS.format(
         dataset=pipeline.dataset_name, run_ids=", ".join(_text(run_id) for run_id in order)
     )
-    items = [SkippedItem(*row) for row in warehouse.rows(sql)]
+    items = [SkippedItemRow(*row) for row in warehouse.rows(sql)]
     items.sort(
         key=lambda item: (
             order[item.run_id],
@@ -365,13 +364,12 @@ def render_page(report: FleetReport) -> str:
 
 
 def _freshness_section(freshness: Freshness) -> str:
-    verdict = (
-        f'<p class="verdict stale" id="freshness-verdict">STALE: '
-        f"{_e('; '.join(freshness.problems))}</p>"
-        if freshness.problems
-        else f'<p class="verdict fresh" id="freshness-verdict">fresh (threshold '
-        f"{freshness.threshold_minutes:g} minutes)</p>"
-    )
+    # the words `pump-portal status` ends with
+    if freshness.problems:
+        state, verdict = "stale", "STALE: " + "; ".join(freshness.problems)
+    else:
+        state, verdict = "fresh", f"fresh (threshold {freshness.threshold_minutes:g} minutes)"
+    paragraph = f'<p class="verdict {state}" id="freshness-verdict">{_e(verdict)}</p>'
     facts = _definitions(
         "freshness-facts",
         [
@@ -380,7 +378,7 @@ def _freshness_section(freshness: Freshness) -> str:
             ("last successful run end", format_time(freshness.last_good)),
         ],
     )
-    return _section("freshness", "Data freshness", verdict + facts)
+    return _section("freshness", "Data freshness", paragraph + facts)
 
 
 def _water_per_day_section(report: FleetReport) -> str:

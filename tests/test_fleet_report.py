@@ -372,7 +372,8 @@ def test_report_freshness_and_last_runs_match_status(
 
 def test_report_days_window_ends_at_the_latest_day(deployment: Deployment, tmp_path: Path):
     output = tmp_path / "two-days.html"
-    done = report(deployment.env, "--days", "2", "--output", str(output))
+    stale = {**deployment.env, "SYNC__MAX_STALENESS_MINUTES": "0.001"}  # as status judges it
+    done = report(stale, "--days", "2", "--output", str(output))
     assert done.returncode == EXIT_OK, done.stderr
     assert done.stdout.strip() == f"report written to {output}"
     page = BeautifulSoup(output.read_text(encoding="utf-8"), "html.parser")
@@ -387,6 +388,9 @@ def test_report_days_window_ends_at_the_latest_day(deployment: Deployment, tmp_p
     assert [day for day, *_ in expected] == [story.D3, story.D4]
     empty = page.find(id="frequent-alarms-numbers")
     assert empty is not None and empty.get_text() == "no alarm raised in the window"
+    verdict = page.find(id="freshness-verdict")
+    assert verdict is not None
+    assert verdict.get_text() == "STALE: no successful run in the last 0.001 minutes"
 
 
 def test_readme_report_example_is_valid_command_line():
