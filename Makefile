@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
 
-demo: $(STAMP)  ## emulated portal -> local DuckDB file, then print what was loaded
+demo: $(STAMP)  ## emulated portal -> local DuckDB file, what was loaded, the fleet report
 	$(PY) -m tests.demo
 
 run: $(STAMP)  ## the real job: the portal in .dlt/ or the environment -> the configured destination

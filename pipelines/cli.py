@@ -27,6 +27,7 @@ from dlt.common.configuration.exceptions import (
 
 from .console import end_live_line, fail, install_progress, say
 from .deployment import ConfigError, SyncSettings
+from .fleet_report import DEFAULT_DAYS, ReportUnavailable, write_report
 from .models import BuiltModel, ModelSettings, build_models, models_schema
 from .pump_portal import RESOURCES
 from .pump_portal.errors import (
@@ -120,7 +121,36 @@ def build_parser() -> CommandLine:
         default=None,
         help="stale threshold (default [sync] max_staleness_minutes or 60)",
     )
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="write one HTML page of the fleet and the job's health (opens without network)",
+    )
+    report.add_argument(
+        "--output",
+        type=Path,
+        default=None,
+        help="where to write the page (default: beside the DuckDB file, else "
+        "var/<dataset>_report.html)",
+    )
+    report.add_argument(
+        "--days",
+        type=positive_days,
+        default=DEFAULT_DAYS,
+        help=f"the days shown, up to the latest day of the marts (default {DEFAULT_DAYS})",
+    )
     return parser
+
+
+def positive_days(value: str) -> int:
+    """`--days 30`: a whole number of days, at least one."""
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number of days (1 or more)")
+    return days
 
 
 def resource_names(value: str) -> tuple[str, ...]:
@@ -151,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_status(args)
         if args.command == "check":
             return command_check(args)
+        if args.command == "report":
+            return command_report(args)
         return command_models(args)
     except (ConfigError, ConfigurationException) as error:
         return fail(EXIT_CONFIG, f"configuration error: {config_problem(error)}", CONFIG_HINT)
@@ -263,6 +295,40 @@ def command_models(args: argparse.Namespace) -> int:
             "--log-level DEBUG shows the traceback",
         )
     say(f"built {len(built)} models: {describe_build(built)}")
+    return EXIT_OK
+
+
+def command_report(args: argparse.Namespace) -> int:
+    """`pump-portal report`: the page is written by pipelines/fleet_report.py; here only the
+    configuration, the path printed and the exit code (5 when the warehouse cannot be read or
+    the page cannot be written)."""
+    sync_settings = SyncSettings.from_config()
+    model_settings = ModelSettings.from_config()
+    pipeline = make_pipeline()
+    try:
+        path = write_report(
+            pipeline, sync_settings, model_settings, output=args.output, days=args.days
+        )
+    except ReportUnavailable as error:
+        return fail(EXIT_DESTINATION, f"no report: {error}", error.hint)
+    except OSError as error:
+        target = error.filename or args.output or "the report"
+        return fail(
+            EXIT_DESTINATION,
+            f"cannot write {target}: {os_reason(error)}",
+            "choose a writable path with --output",
+        )
+    except (ConfigError, ConfigurationException):
+        raise
+    except Exception as error:  # noqa: BLE001
+        logger.debug("report failed", exc_info=error)
+        return fail(
+            EXIT_DESTINATION,
+            f"cannot read the warehouse: {describe(error)}",
+            "check the destination (credentials, that a sync has run); "
+            "--log-level DEBUG shows the traceback",
+        )
+    say(f"report written to {path}")
     return EXIT_OK
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +62,13 @@ def command_status(args: argparse.Namespace) -> int:
     threshold = args.max_age_minutes
     if threshold is None:
         threshold = settings.max_staleness_minutes
-    journal = RunJournal.beside(pipeline.pipelines_dir, pipeline.pipeline_name)
     try:
-        stored, (latest_seen, latest_snapshot) = _query(pipeline, settings)
-    except Exception as error:  # noqa: BLE001 - no tables yet is a state, not a crash
-        logger.debug("nothing to read in the warehouse yet", exc_info=error)
-        stored, latest_seen, latest_snapshot = [], None, None
-    runs = _merge(journal.runs(), stored)
+        with open_warehouse(pipeline, settings) as warehouse:
+            fresh = read_freshness(pipeline, warehouse, threshold)
+    except Exception as error:  # noqa: BLE001 - no warehouse yet is a state, not a crash
+        logger.debug("no warehouse to read yet", exc_info=error)
+        fresh = read_freshness(pipeline, None, threshold)
+    runs = fresh.runs
     if not runs:
         say("no sync has been recorded yet")
         return EXIT_STALE
@@ -77,30 +79,93 @@ def command_status(args: argparse.Namespace) -> int:
     )
     for run in runs[:5]:
         say(
-            f"  {_fmt(run.get('started_at')):<26} {run.get('duration_s') or 0:>6.1f}  "
+            f"  {format_time(run.get('started_at')):<26} {run.get('duration_s') or 0:>6.1f}  "
             f"{run.get('outcome') or '?':<11} {run.get('pumps_listed') or 0:>6} "
             f"{run.get('pumps_changed') or 0:>7} {run.get('detail_calls') or 0:>7} "
             f"{run.get('items_skipped') or 0:>7} {run.get('requests') or 0:>8} "
             f"{run.get('rate_limited_429s') or 0:>4}"
         )
-    good = [_time(run.get("finished_at")) for run in runs if run.get("outcome") in GOOD]
-    last_good = max((t for t in good if t is not None), default=None)
-    say(f"latest last_seen:        {_fmt(latest_seen)}")
-    say(f"latest fleet snapshot:   {_fmt(latest_snapshot)}")
-    say(f"last successful run end: {_fmt(last_good)}")
-    problems = []
-    last = runs[0]
-    if last.get("outcome") not in GOOD:
-        step = last.get("failed_step") or "?"
-        problems.append(f"the last run {last.get('outcome')} ({step}: {last.get('error') or ''})")
-    now = pendulum.now("UTC")
-    if last_good is None or (now - pendulum.instance(last_good)).total_seconds() > threshold * 60:
-        problems.append(f"no successful run in the last {threshold:g} minutes")
-    if problems:
-        say("STALE: " + "; ".join(problems))
+    say(f"latest last_seen:        {format_time(fresh.latest_seen)}")
+    say(f"latest fleet snapshot:   {format_time(fresh.latest_snapshot)}")
+    say(f"last successful run end: {format_time(fresh.last_good)}")
+    if fresh.problems:
+        say("STALE: " + "; ".join(fresh.problems))
         return EXIT_STALE
     say(f"fresh (threshold {threshold:g} minutes)")
     return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """The warehouse opened for reading: `rows(sql)` runs a select; `duckdb_file` is the DuckDB
+    file read (None on other destinations)."""
+
+    rows: Callable[[str], list[tuple[Any, ...]]]
+    duckdb_file: Path | None
+
+
+@contextmanager
+def open_warehouse(pipeline: dlt.Pipeline, settings: SyncSettings) -> Iterator[Warehouse]:
+    """On DuckDB the published copy (or the working file) read-only, so a reader never takes the
+    lock a running sync needs; on other destinations the pipeline's SQL client."""
+    working = working_file(pipeline)
+    if working is not None:
+        published = Path(settings.publish_to) if settings.publish_to else None
+        path = published if published is not None and published.exists() else working
+        logger.debug("reading the warehouse %s", path)
+        with duckdb.connect(str(path), read_only=True) as connection:
+            yield Warehouse(lambda sql: connection.execute(sql).fetchall(), path)
+    else:
+        logger.debug("reading the warehouse on %s", pipeline.destination.destination_name)
+        with pipeline.sql_client() as client:
+            yield Warehouse(lambda sql: [tuple(row) for row in _select(client, sql)], None)
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """The last runs (newest first; the journal merged with `sync_runs`), the data's latest
+    times, and why it counts as stale (no problems: fresh)."""
+
+    runs: list[dict[str, Any]]
+    latest_seen: Any
+    latest_snapshot: Any
+    last_good: dt.datetime | None
+    threshold_minutes: float
+    problems: tuple[str, ...]
+
+
+def read_freshness(
+    pipeline: dlt.Pipeline, warehouse: Warehouse | None, threshold_minutes: float
+) -> Freshness:
+    """What `status` judges: `warehouse` None (or without tables yet) leaves the journal alone."""
+    journal = RunJournal.beside(pipeline.pipelines_dir, pipeline.pipeline_name)
+    stored: list[dict[str, Any]] = []
+    latest_seen = latest_snapshot = None
+    if warehouse is not None:
+        try:
+            stored, (latest_seen, latest_snapshot) = _query(pipeline, warehouse)
+        except Exception as error:  # noqa: BLE001 - no tables yet is a state, not a crash
+            logger.debug("nothing to read in the warehouse yet", exc_info=error)
+    runs = _merge(journal.runs(), stored)
+    good = [_time(run.get("finished_at")) for run in runs if run.get("outcome") in GOOD]
+    last_good = max((t for t in good if t is not None), default=None)
+    problems = []
+    if not runs:
+        problems.append("no sync has been recorded yet")
+    else:
+        last = runs[0]
+        if last.get("outcome") not in GOOD:
+            step = last.get("failed_step") or "?"
+            problems.append(
+                f"the last run {last.get('outcome')} ({step}: {last.get('error') or ''})"
+            )
+        now = pendulum.now("UTC")
+        age = None if last_good is None else (now - pendulum.instance(last_good)).total_seconds()
+        if age is None or age > threshold_minutes * 60:
+            problems.append(f"no successful run in the last {threshold_minutes:g} minutes")
+    return Freshness(
+        runs, latest_seen, latest_snapshot, last_good, threshold_minutes, tuple(problems)
+    )
 
 
 def _merge(journal: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -115,25 +180,15 @@ def _merge(journal: list[dict[str, Any]], stored: list[dict[str, Any]]) -> list[
 
 
 def _query(
-    pipeline: dlt.Pipeline, settings: SyncSettings
+    pipeline: dlt.Pipeline, warehouse: Warehouse
 ) -> tuple[list[dict[str, Any]], tuple[Any, ...]]:
     dataset = pipeline.dataset_name
-    runs_sql = LAST_RUNS.format(columns=", ".join(RUN_COLUMNS), dataset=dataset)
-    fresh_sql = FRESHNESS.format(dataset=dataset)
-    working = working_file(pipeline)
-    if working is not None:
-        published = Path(settings.publish_to) if settings.publish_to else None
-        path = published if published is not None and published.exists() else working
-        logger.debug("reading the warehouse %s", path)
-        with duckdb.connect(str(path), read_only=True) as connection:
-            fresh = connection.execute(fresh_sql).fetchone()
-            rows = connection.execute(runs_sql).fetchall()
-    else:
-        logger.debug("reading the warehouse on %s", pipeline.destination.destination_name)
-        with pipeline.sql_client() as client:
-            fresh = tuple(_select(client, fresh_sql)[0])
-            rows = [tuple(row) for row in _select(client, runs_sql)]
-    return [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows], tuple(fresh or (None, None))
+    fresh = warehouse.rows(FRESHNESS.format(dataset=dataset))
+    rows = warehouse.rows(LAST_RUNS.format(columns=", ".join(RUN_COLUMNS), dataset=dataset))
+    return (
+        [dict(zip(RUN_COLUMNS, row, strict=True)) for row in rows],
+        tuple(fresh[0]) if fresh else (None, None),
+    )
 
 
 def _select(client: SqlClientBase[Any], sql: str) -> Sequence[Sequence[Any]]:
@@ -156,7 +211,8 @@ def _time(value: Any) -> dt.datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _fmt(value: Any) -> str:
+def format_time(value: Any) -> str:
+    """A run's or a reading's time as `status` and the report show it, in UTC."""
     moment = _time(value)
     if moment is not None:
         return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
