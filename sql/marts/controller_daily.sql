@@ -228,8 +228,12 @@ daily_readings as (
     inner join scope
         on readings.pump_id = scope.pump_id
         and readings.reading_date = scope.day_date
-    -- a range PostgreSQL seeks in its index (DuckDB skips row groups by the join alone)
-    where readings.reading_date >= (select min(day_date) from scope)
+    -- a range PostgreSQL seeks in its index (DuckDB skips row groups by the join alone); the
+    -- days again as a semi-join, so that an empty scope (a build with nothing new) reads nothing
+    -- instead of joining a year of readings before the range's null empties them
+    where
+        readings.reading_date >= (select min(day_date) from scope)
+        and readings.reading_date in (select day_date from scope)
     group by readings.pump_id, readings.reading_date
 
 ),

@@ -370,8 +370,12 @@ scope_readings as (
     inner join scope_pump_days
         on readings.pump_id = scope_pump_days.pump_id
         and readings.reading_date = scope_pump_days.day_date
-    -- a range PostgreSQL seeks in its index (DuckDB skips row groups by the join alone)
-    where readings.reading_date >= (select min(day_date) from scope_pump_days)
+    -- a range PostgreSQL seeks in its index (DuckDB skips row groups by the join alone); the
+    -- days again as a semi-join, so that an empty scope (a build with nothing new) reads nothing
+    -- instead of joining a year of readings before the range's null empties them
+    where
+        readings.reading_date >= (select min(day_date) from scope_pump_days)
+        and readings.reading_date in (select day_date from scope_pump_days)
 
 ),
 
