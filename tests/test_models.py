@@ -186,6 +186,137 @@ def test_alarms_scenario(synced_story: Story) -> None:
     assert all(len(row[-1]) == 16 for row in found)
 
 
+# Every mart column, in order, with the type BI drivers read it as: BIGINT, DOUBLE, DATE,
+# TIMESTAMPTZ, VARCHAR or BOOLEAN (no HUGEINT, no DECIMAL(38): drivers map those to strings or
+# fail). `BI_TYPES` is how each backend spells them in information_schema; any other type fails.
+MART_COLUMN_TYPES = {
+    "alarms": [
+        ("alarm_key", "varchar"),
+        ("alarm_id", "varchar"),
+        ("pump_id", "varchar"),
+        ("alarm_code", "varchar"),
+        ("alarm_level", "varchar"),
+        ("alarm_message", "varchar"),
+        ("raised_at", "timestamptz"),
+        ("cleared_at", "timestamptz"),
+        ("first_reported_at", "timestamptz"),
+        ("last_reported_at", "timestamptz"),
+        ("summary_count", "bigint"),
+        ("is_active", "boolean"),
+    ],
+    "controller_daily": [
+        ("pump_id", "varchar"),
+        ("day_date", "date"),
+        ("observation_count", "bigint"),
+        ("water_delivered", "double"),
+        ("battery_soc_min", "double"),
+        ("battery_soc_avg", "double"),
+        ("battery_soc_max", "double"),
+        ("current_pressure_avg", "double"),
+        ("active_alarms_max", "bigint"),
+        ("reboot_count", "bigint"),
+        ("last_reading_at", "timestamptz"),
+        ("last_sync_at", "timestamptz"),
+        ("is_listed", "boolean"),
+        ("is_online", "boolean"),
+    ],
+    "controllers_current": [
+        ("pump_id", "varchar"),
+        ("controller_name", "varchar"),
+        ("profile", "varchar"),
+        ("communication_method", "varchar"),
+        ("installation_name", "varchar"),
+        ("location_name", "varchar"),
+        ("latitude", "double"),
+        ("longitude", "double"),
+        ("has_delegated_owner", "boolean"),
+        ("owner_user_id", "bigint"),
+        ("owner_user_name", "varchar"),
+        ("user_count", "bigint"),
+        ("user_ids", "varchar"),
+        ("first_listed_at", "timestamptz"),
+        ("last_seen_at", "timestamptz"),
+        ("last_heartbeat_at", "timestamptz"),
+        ("last_sync_at", "timestamptz"),
+        ("is_visible", "boolean"),
+        ("is_online", "boolean"),
+        ("pump_status", "varchar"),
+        ("is_running", "boolean"),
+        ("battery_voltage", "double"),
+        ("battery_soc", "double"),
+        ("battery_current", "double"),
+        ("current_pressure", "double"),
+        ("active_alarms_count", "bigint"),
+        ("highest_alarm_level", "varchar"),
+        ("total_water_delivered", "double"),
+        ("total_sessions", "bigint"),
+        ("uptime_seconds", "double"),
+        ("changed_at", "timestamptz"),
+    ],
+    "fleet_history": [
+        ("day_date", "date"),
+        ("snapshot_count", "bigint"),
+        ("total_controllers", "bigint"),
+        ("active_controllers", "bigint"),
+        ("offline_controllers", "bigint"),
+        ("reporting_controllers", "bigint"),
+        ("water_delivered", "double"),
+        ("average_battery_soc", "double"),
+        ("wireguard_connections", "bigint"),
+        ("last_sync_at", "timestamptz"),
+    ],
+    "user_history": [
+        ("user_id", "bigint"),
+        ("day_date", "date"),
+        ("user_name", "varchar"),
+        ("snapshot_count", "bigint"),
+        ("total_controllers", "bigint"),
+        ("active_controllers", "bigint"),
+        ("offline_controllers", "bigint"),
+        ("linked_controllers", "bigint"),
+        ("reporting_controllers", "bigint"),
+        ("water_delivered", "double"),
+        ("average_battery_soc", "double"),
+        ("wireguard_connections", "bigint"),
+        ("last_sync_at", "timestamptz"),
+    ],
+}
+BI_TYPES = {
+    "duckdb": {
+        "BIGINT": "bigint",
+        "DOUBLE": "double",
+        "DATE": "date",
+        "TIMESTAMP WITH TIME ZONE": "timestamptz",
+        "VARCHAR": "varchar",
+        "BOOLEAN": "boolean",
+    },
+    "postgres": {
+        "bigint": "bigint",
+        "double precision": "double",
+        "date": "date",
+        "timestamp with time zone": "timestamptz",
+        "character varying": "varchar",
+        "text": "varchar",
+        "boolean": "boolean",
+    },
+}
+
+
+def test_every_mart_column_has_a_bi_friendly_type(synced_story: Story) -> None:
+    found = mart(
+        synced_story.pipeline,
+        f"""select table_name, column_name, data_type from information_schema.columns
+        where table_schema = '{{models}}' and table_name in {MARTS}
+        order by table_name, ordinal_position""",
+    )
+    spelling = BI_TYPES[synced_story.backend]
+    types: dict[str, list[tuple[str, str]]] = {}
+    for table, column, data_type in found:
+        assert data_type in spelling, f"{table}.{column} is {data_type}"
+        types.setdefault(table, []).append((column, spelling[data_type]))
+    assert types == MART_COLUMN_TYPES
+
+
 def test_controller_daily_online_matches_portal_active(synced_story: Story) -> None:
     # Same 15-minute window as the emulated portal: pumps online at a day's last sync are the
     # portal's active_controllers at that sync; controllers_current matches the latest sync.

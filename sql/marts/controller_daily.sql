@@ -222,7 +222,8 @@ daily_readings as (
         max(readings.battery_soc) as battery_soc_max,
         avg(readings.current_pressure) as current_pressure_avg,
         max(readings.active_alarms_count) as active_alarms_max,
-        sum(case when readings.is_reboot then 1 else 0 end) as reboot_count,
+        -- DuckDB sums integers into a HUGEINT, which BI drivers read poorly
+        cast(sum(case when readings.is_reboot then 1 else 0 end) as bigint) as reboot_count,
         max(readings.last_seen_at) as last_reading_at
     from readings
     inner join scope
