@@ -469,22 +469,13 @@ def _water_per_user_section(report: FleetReport) -> str:
     rows = report.water_per_user
     body = ""
     if rows:
-        figure = go.Figure(
-            go.Bar(
-                x=[user.water_delivered for user in rows],
-                y=[_user_label(user) for user in rows],
-                orientation="h",
-                marker_color=WATER_COLOR,
-                texttemplate="%{x:,.1f}",
-                textposition="outside",
-                cliponaxis=False,
-                hovertemplate="%{y}: %{x:,.1f}<extra></extra>",
-            ),
-            layout={
-                "height": _bars_height(len(rows)),
-                "yaxis": {"autorange": "reversed", "automargin": True},
-                "xaxis": {"title": {"text": "water delivered"}},
-            },
+        figure = _ranked_bars(
+            [user.water_delivered for user in rows],
+            [_user_label(user) for user in rows],
+            color=WATER_COLOR,
+            number="%{x:,.1f}",
+            hover="%{y}: %{x:,.1f}<extra></extra>",
+            x_axis={"title": {"text": "water delivered"}},
         )
         body += _chart("chart-water-per-user", figure)
     body += _numbers(
@@ -504,24 +495,15 @@ def _alarms_section(report: FleetReport) -> str:
     rows = report.frequent_alarms
     body = ""
     if rows:
-        figure = go.Figure(
-            go.Bar(
-                x=[alarm.alarm_count for alarm in rows],
-                y=[_alarm_label(alarm) for alarm in rows],
-                orientation="h",
-                marker_color=ALARM_COLOR,
-                texttemplate="%{x:,}",
-                textposition="outside",
-                cliponaxis=False,
-                hovertemplate="%{y}: %{x:,} alarms<extra></extra>",
-            ),
-            layout={
-                "height": _bars_height(len(rows)),
-                "yaxis": {"autorange": "reversed", "automargin": True},
-                "xaxis": {
-                    "title": {"text": "alarms raised"},
-                    **_count_axis(max(alarm.alarm_count for alarm in rows)),
-                },
+        figure = _ranked_bars(
+            [alarm.alarm_count for alarm in rows],
+            [_alarm_label(alarm) for alarm in rows],
+            color=ALARM_COLOR,
+            number="%{x:,}",
+            hover="%{y}: %{x:,} alarms<extra></extra>",
+            x_axis={
+                "title": {"text": "alarms raised"},
+                **_count_axis(max(alarm.alarm_count for alarm in rows)),
             },
         )
         body += _chart("chart-frequent-alarms", figure)
@@ -629,6 +611,35 @@ def _days_axis(days: int) -> dict[str, Any]:
     hours plotly would put between the days of a short window."""
     every = max(1, math.ceil(days / 12))
     return {"type": "date", "tickformat": "%Y-%m-%d", "dtick": every * 86_400_000}
+
+
+def _ranked_bars(
+    values: Sequence[float],
+    labels: Sequence[str],
+    *,
+    color: str,
+    number: str,
+    hover: str,
+    x_axis: dict[str, Any],
+) -> go.Figure:
+    """Horizontal bars, largest first as the rows come, each labelled with its number."""
+    return go.Figure(
+        go.Bar(
+            x=list(values),
+            y=list(labels),
+            orientation="h",
+            marker_color=color,
+            texttemplate=number,
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate=hover,
+        ),
+        layout={
+            "height": _bars_height(len(values)),
+            "yaxis": {"autorange": "reversed", "automargin": True},
+            "xaxis": x_axis,
+        },
+    )
 
 
 def _count_axis(largest: int) -> dict[str, Any]:
