@@ -2,8 +2,10 @@
 
 The models are written once, in DuckDB's SQL dialect, as one `select` per file: `sql/staging/`
 (rename and cast the raw tables), `sql/intermediate/` (logic and bookkeeping shared by marts),
-`sql/marts/` (what analysts and BI tools read). They go into their own schema beside the raw
-dataset (`<dataset>_models` by default), in dependency order derived from their `ref()` calls.
+`sql/marts/` (what analysts and BI tools read). The marts go into a schema that holds nothing
+else (`<dataset>_models` by default); the staging views, intermediate tables and the build's
+bookkeeping into `<that schema>_internal`, out of analysts' way. Models are built in dependency
+order derived from their `ref()` calls.
 
 A model's header says how it is materialized (sql/README.md tells the story):
 
@@ -17,7 +19,7 @@ A model's header says how it is materialized (sql/README.md tells the story):
 
 A model refers to other things only through placeholders, rendered here:
 
-    {{ ref('stg_controllers') }}          another model, in the models schema
+    {{ ref('stg_controllers') }}          another model, in its schema
     {{ source('controllers') }}           a raw table, declared in sql/sources.toml
     {{ local_date('last_seen_at') }}      the calendar day of an instant in the configured zone
     {{ local_timestamp('unlinked_at') }}  the wall-clock time of an instant in that zone
@@ -51,7 +53,7 @@ readers see either the old models or the new ones. `ref()` may only stand where 
 (the import CTEs' `select * from {{ ref('...') }}`): while tables are built, a view model is
 inlined there as a subquery.
 
-What the last build did is kept in the models schema: `_model_state` (per model its SQL hash,
+What the last build did is kept in the internal schema: `_model_state` (per model its SQL hash,
 how and when it was built, the build number) and `_model_loads` (the dlt loads it processed). A
 model is rebuilt whole when there is no state, when its rendered SQL (with the settings and the
 raw tables' shape) or an upstream model's changed, when an upstream table was rebuilt whole, or
@@ -59,7 +61,7 @@ with `build_models(..., full_refresh=True)`.
 
 Settings (`[models]` in .dlt/config.toml, or MODELS__TIMEZONE etc. in the environment):
 `timezone` (IANA name, default "UTC"), `online_threshold_minutes` (default 15) and `schema`
-(default "<dataset>_models").
+(the marts', default "<dataset>_models"; the internal schema is named after it).
 """
 
 from __future__ import annotations
@@ -134,11 +136,13 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _ISO_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}"
 _NEXT = "__next"  # suffix of a table model while it is being rebuilt
 _DELTA = "__delta"  # suffix of the temporary table holding an incremental model's new rows
+INTERNAL = "_internal"  # suffix of the schema of everything but the marts
 STATE_TABLE = "_model_state"  # per model: SQL hash, how and when it was last built
 LOADS_TABLE = "_model_loads"  # the dlt loads the last build had processed
 LOAD_ID = "load_id"  # the staging models' name for the raw `_dlt_load_id`
 BUILD_ID = "_build_id"  # the incremental models' column: the build that wrote the row
-# `<mart>__changes` (its unique key, build_id): the keys each incremental build of a mart wrote
+# `<mart>__changes` (its unique key, build_id), in the internal schema: the keys each incremental
+# build of a mart wrote
 # or removed, on DuckDB, so that a reader copy (reader_copies.py) rewrites only those rows; kept
 # for the last CHANGES_KEPT builds, emptied when the mart is built whole (`since_build` in
 # `_model_state` says when).
@@ -209,9 +213,22 @@ class Target:
     """
 
     raw_schema: str
-    models_schema: str
+    models_schema: str  # the marts'
     settings: ModelSettings
     raw_columns: Mapping[str, set[str]] | None = None
+
+    @property
+    def internal_schema(self) -> str:
+        return internal_schema_of(self.models_schema)
+
+    def schema_of(self, model: Model) -> str:
+        """Where the model lives: the marts in the models schema, the rest out of the way."""
+        return self.models_schema if model.layer == "marts" else self.internal_schema
+
+
+def internal_schema_of(models_schema: str) -> str:
+    """The schema of the staging views, intermediate tables and the build's bookkeeping."""
+    return f"{models_schema}{INTERNAL}"
 
 
 @dataclass(frozen=True)
@@ -344,11 +361,15 @@ def render(
     """The model's select statement in the models' dialect (DuckDB), placeholders filled in.
 
     `relation(name)` says what `ref(name)` becomes; by default the model in the models schema.
-    `increment` renders the incremental variant (`is_incremental()` true); `models` (by name) is
-    needed for `new_rows()`.
+    `increment` renders the incremental variant (`is_incremental()` true); `models` (every model
+    by name) tells which schema each model lives in.
     """
     zone = target.settings.timezone.replace("'", "''")
-    schema = target.models_schema
+
+    def home(name: str) -> str:
+        if models is None or name not in models:
+            raise ValueError(f"{model.path}: {name} needs the models to render")
+        return f"{target.schema_of(models[name])}.{name}"
 
     def local_timestamp(expression: str) -> str:
         return f"(({expression}) at time zone '{zone}')"
@@ -363,7 +384,7 @@ def render(
         )
 
     def ref(name: str) -> str:
-        return relation(name) if relation is not None else f"{schema}.{name}"
+        return relation(name) if relation is not None else home(name)
 
     def source(table: str) -> str:
         return _source_relation(table, sources[table], target)
@@ -386,7 +407,7 @@ def render(
         return f"(select * from {ref(name)} where {condition}) as {name}"
 
     def previous(name: str) -> str:
-        return f"{schema}.{name}"
+        return home(name)
 
     macros = {
         "ref": ref,
@@ -399,7 +420,7 @@ def render(
     }
     variables = {
         "online_threshold": f"interval '{target.settings.online_threshold_minutes} minutes'",
-        "this": f"{schema}.{model.name}",
+        "this": f"{target.schema_of(model)}.{model.name}",
         "build_id": str(increment.build_id if increment is not None else 0),
     }
 
@@ -539,7 +560,7 @@ class _State:
     loads: frozenset[str]
     build_id: int
     # per model, the build that last built it whole (None: unknown, from an older version)
-    since: dict[str, int | None]
+    since: dict[str, int]
 
 
 def build_models(
@@ -574,13 +595,17 @@ def build_models(
         by_name = {model.name: model for model in models}
         hashes = model_hashes(models, target, sources)
 
+        internal = target.internal_schema
+        home = {model.name: target.schema_of(model) for model in models}
         client.execute_sql(f"create schema if not exists {schema}")
-        existing = _existing_objects(client, schema)
-        state = None if full_refresh else _read_state(client, schema, existing)
+        client.execute_sql(f"create schema if not exists {internal}")
+        existing = _existing_objects(client, (schema, internal))
+        live = {name: existing.get((home[name], name)) for name in home}
+        state = None if full_refresh else _read_state(client, internal, existing)
         committed = _committed_loads(client, raw_schema, raw_columns)
         new_loads = tuple(sorted(committed - state.loads)) if state else tuple(sorted(committed))
         build_id = (state.build_id if state else 0) + 1
-        plan = _plan(models, hashes, state, existing, full_refresh)
+        plan = _plan(models, hashes, state, live, full_refresh)
         logger.debug(
             "models build %d: %d new loads; %s",
             build_id,
@@ -592,10 +617,10 @@ def build_models(
         def relation(name: str) -> str:
             model = by_name[name]
             if model.materialized == "view":
-                return f"({render(model, target, sources, relation)}) as {name}"
+                return f"({render(model, target, sources, relation, models=by_name)}) as {name}"
             if plan[name][0] == "full":
-                return f"{schema}.{name}{_NEXT}"
-            return f"{schema}.{name}"  # updated in place earlier in this build
+                return f"{home[name]}.{name}{_NEXT}"
+            return f"{home[name]}.{name}"  # updated in place earlier in this build
 
         statements = {}
         for model in models:
@@ -626,30 +651,31 @@ def build_models(
                 how = plan[model.name][0]
                 if how == "view":
                     continue
+                where = home[model.name]
                 if should_stop():
-                    raise BuildStopped(f"stopped before building {schema}.{model.name}")
+                    raise BuildStopped(f"stopped before building {where}.{model.name}")
                 began = time.monotonic()
                 if how == "full":
-                    if f"{model.name}{_NEXT}" in existing:  # left by a build that failed
-                        client.execute_sql(f"drop table {schema}.{model.name}{_NEXT}")
-                    if f"{model.name}{CHANGES}" in existing:  # the keys of the old table
-                        client.execute_sql(f"drop table {schema}.{model.name}{CHANGES}")
+                    if (where, f"{model.name}{_NEXT}") in existing:  # left by a failed build
+                        client.execute_sql(f"drop table {where}.{model.name}{_NEXT}")
+                    if (internal, f"{model.name}{CHANGES}") in existing:  # the old table's keys
+                        client.execute_sql(f"drop table {internal}.{model.name}{CHANGES}")
                     client.execute_sql(
-                        f"create table {schema}.{model.name}{_NEXT} as\n{statements[model.name]}"
+                        f"create table {where}.{model.name}{_NEXT} as\n{statements[model.name]}"
                     )
                     changed[model.name] = None
                 else:
                     changed[model.name] = _apply_increment(
                         client,
-                        schema,
+                        where,
                         model,
                         statements[model.name],
                         dialect,
-                        build_id if _records_changes(model, dialect) else None,
+                        (internal, build_id) if _records_changes(model, dialect) else None,
                     )
                 logger.debug(
                     "built %s.%s (%s) in %.2f s",
-                    schema,
+                    where,
                     model.name,
                     how,
                     time.monotonic() - began,
@@ -658,26 +684,29 @@ def build_models(
                 raise BuildStopped("stopped before swapping in the new models")
             began = time.monotonic()
             for model in reversed(models):
-                kind = existing.get(model.name)
+                kind = live[model.name]
                 if kind is not None and plan[model.name][0] != "incremental":
-                    client.execute_sql(f"drop {kind} {schema}.{model.name}")
+                    client.execute_sql(f"drop {kind} {home[model.name]}.{model.name}")
+            _drop_moved_objects(client, schema, models, existing)
             for model in models:
-                how = plan[model.name][0]
+                how, where = plan[model.name][0], home[model.name]
                 if how == "full":
                     client.execute_sql(
-                        f"alter table {schema}.{model.name}{_NEXT} rename to {model.name}"
+                        f"alter table {where}.{model.name}{_NEXT} rename to {model.name}"
                     )
                 elif how == "view":
                     client.execute_sql(
-                        f"create view {schema}.{model.name} as\n{statements[model.name]}"
+                        f"create view {where}.{model.name} as\n{statements[model.name]}"
                     )
                 if dialect == "postgres" and model.materialized == "incremental":
-                    _index_model(client, schema, model, analyze=how == "full")
-            _write_state(client, schema, plan, hashes, build_id, committed, new_loads, state)
+                    _index_model(client, where, model, analyze=how == "full")
+            _write_state(
+                client, internal, plan, hashes, home, build_id, committed, new_loads, state
+            )
             logger.debug("swapped in the new models in %.2f s", time.monotonic() - began)
     built = [BuiltModel(model.name, *plan[model.name], changed.get(model.name)) for model in models]
     logger.info(
-        "built %d models in %s on %s in %.1f s (%s)",
+        "built %d models (marts in %s) on %s in %.1f s (%s)",
         len(models),
         schema,
         pipeline.destination.destination_name,
@@ -694,7 +723,7 @@ def _plan(
     models: Sequence[Model],
     hashes: Mapping[str, str],
     state: _State | None,
-    existing: Mapping[str, str],
+    live: Mapping[str, str | None],
     full_refresh: bool,
 ) -> dict[str, tuple[str, str]]:
     """Per model, how this build makes it ("view", "full", "incremental") and why."""
@@ -710,7 +739,7 @@ def _plan(
             own[model.name] = "new model"
         elif state.hashes[model.name] != hashes[model.name]:
             own[model.name] = "its SQL, an upstream model's or the settings changed"
-        elif existing.get(model.name) != "table":
+        elif live[model.name] != "table":
             own[model.name] = "its table is missing"
         else:
             own[model.name] = None
@@ -763,11 +792,11 @@ def _apply_increment(
     model: Model,
     select: str,
     dialect: str,
-    build_id: int | None = None,
+    changes: tuple[str, int] | None = None,
 ) -> int:
     """Delete the live rows whose key the select returns and insert the returned rows (but those
-    flagged `_removed`); returns how many keys it wrote or removed. With `build_id`, the keys
-    are also added to the model's `__changes` table."""
+    flagged `_removed`); returns how many keys it wrote or removed. With `changes` (a schema and
+    this build's id), the keys are also added to the model's `__changes` table there."""
     table = f"{schema}.{model.name}"
     delta = f"{model.name}{_DELTA}"
     client.execute_sql(f"drop table if exists {delta}")
@@ -796,14 +825,14 @@ def _apply_increment(
         )
         keep = f" where not coalesce({REMOVED}, false)" if REMOVED in delta_columns else ""
         client.execute_sql(f"insert into {table} ({columns}) select {columns} from {delta}{keep}")
-        if build_id is not None:
-            _record_changes(client, schema, model, delta, build_id)
+        if changes is not None:
+            _record_changes(client, *changes, model, delta)
     client.execute_sql(f"drop table {delta}")
     return count
 
 
 def _record_changes(
-    client: SqlClientBase[Any], schema: str, model: Model, delta: str, build_id: int
+    client: SqlClientBase[Any], schema: str, build_id: int, model: Model, delta: str
 ) -> None:
     changes = f"{schema}.{model.name}{CHANGES}"
     key = ", ".join(model.unique_key)
@@ -866,15 +895,12 @@ def _index_raw_loads(
 
 
 def _read_state(
-    client: SqlClientBase[Any], schema: str, existing: Mapping[str, str]
+    client: SqlClientBase[Any], schema: str, existing: Mapping[tuple[str, str], str]
 ) -> _State | None:
-    if STATE_TABLE not in existing or LOADS_TABLE not in existing:
+    if (schema, STATE_TABLE) not in existing or (schema, LOADS_TABLE) not in existing:
         return None
-    since = (
-        "since_build" if "since_build" in _table_columns(client, STATE_TABLE, schema) else "null"
-    )
     rows = client.execute_sql(
-        f"select model_name, sql_hash, build_id, {since} from {schema}.{STATE_TABLE}"
+        f"select model_name, sql_hash, build_id, since_build from {schema}.{STATE_TABLE}"
     )
     if not rows:
         return None
@@ -883,7 +909,7 @@ def _read_state(
         hashes={name: sql_hash for name, sql_hash, _, _ in rows},
         loads=frozenset(load_id for (load_id,) in loads),
         build_id=max(int(build_id) for _, _, build_id, _ in rows),
-        since={name: None if built is None else int(built) for name, _, _, built in rows},
+        since={name: int(built) for name, _, _, built in rows},
     )
 
 
@@ -901,6 +927,7 @@ def _write_state(
     schema: str,
     plan: Mapping[str, tuple[str, str]],
     hashes: Mapping[str, str],
+    home: Mapping[str, str],
     build_id: int,
     committed: set[str],
     new_loads: tuple[str, ...],
@@ -909,11 +936,7 @@ def _write_state(
     client.execute_sql(
         f"create table if not exists {schema}.{STATE_TABLE} (model_name varchar, "
         "materialized varchar, sql_hash varchar, how varchar, reason varchar, build_id bigint, "
-        "built_at timestamptz, since_build bigint)"
-    )
-    # A `_model_state` of an earlier version lacks it.
-    client.execute_sql(
-        f"alter table {schema}.{STATE_TABLE} add column if not exists since_build bigint"
+        "built_at timestamptz, since_build bigint, model_schema varchar)"
     )
     client.execute_sql(f"create table if not exists {schema}.{LOADS_TABLE} (load_id varchar)")
     client.execute_sql(f"delete from {schema}.{STATE_TABLE}")
@@ -921,19 +944,20 @@ def _write_state(
 
     def since(name: str, how: str) -> str:
         """The first build the model's `__changes` hold every change since: this one when it
-        was built whole (or when an earlier version did not keep the mark)."""
+        was built whole (or is new)."""
         built = state.since.get(name) if state is not None and how != "full" else None
         return str(build_id if built is None else built)
 
     values = ", ".join(
         f"({_text_literal(name)}, {_text_literal(how if how == 'view' else 'table')}, "
         f"{_text_literal(hashes[name])}, {_text_literal(how)}, {_text_literal(reason)}, "
-        f"{build_id}, cast('{now}' as timestamptz), {since(name, how)})"
+        f"{build_id}, cast('{now}' as timestamptz), {since(name, how)}, "
+        f"{_text_literal(home[name])})"
         for name, (how, reason) in plan.items()
     )
     client.execute_sql(
         f"insert into {schema}.{STATE_TABLE} (model_name, materialized, sql_hash, how, reason, "
-        f"build_id, built_at, since_build) values {values}"
+        f"build_id, built_at, since_build, model_schema) values {values}"
     )
     if state is None:  # a first build (or a full refresh) processed every committed load
         client.execute_sql(f"delete from {schema}.{LOADS_TABLE}")
@@ -946,8 +970,8 @@ def _write_state(
 
 
 def drop_models(pipeline: dlt.Pipeline, settings: ModelSettings | None = None) -> None:
-    """Drop the models schema (and everything in it, the build bookkeeping too: the next build
-    is a full one).
+    """Drop the models schema and the internal one (and everything in them, the build
+    bookkeeping too: the next build is a full one).
 
     Call before a full refresh on Postgres: dlt drops the raw tables without CASCADE, which fails
     while the staging views depend on them.
@@ -955,6 +979,7 @@ def drop_models(pipeline: dlt.Pipeline, settings: ModelSettings | None = None) -
     schema = _check_identifier(models_schema(pipeline, settings), "models schema")
     with pipeline.sql_client() as client:
         client.execute_sql(f"drop schema if exists {schema} cascade")
+        client.execute_sql(f"drop schema if exists {internal_schema_of(schema)} cascade")
 
 
 def _raw_columns(client: SqlClientBase[Any], schema: str) -> dict[str, set[str]]:
@@ -981,12 +1006,42 @@ def _table_columns(
     return [column for (column,) in rows or []]
 
 
-def _existing_objects(client: SqlClientBase[Any], schema: str) -> dict[str, str]:
+def _existing_objects(
+    client: SqlClientBase[Any], schemas: Sequence[str]
+) -> dict[tuple[str, str], str]:
+    """(schema, name) -> "view" or "table", for the relations in `schemas`."""
+    listed = ", ".join(_text_literal(schema) for schema in schemas)
     rows = client.execute_sql(
-        "select table_name, table_type from information_schema.tables "
-        f"where table_schema = '{schema}'"
+        "select table_schema, table_name, table_type from information_schema.tables "
+        f"where table_schema in ({listed})"
     )
-    return {name: "view" if kind == "VIEW" else "table" for name, kind in rows or []}
+    return {
+        (schema, name): "view" if kind == "VIEW" else "table" for schema, name, kind in rows or []
+    }
+
+
+def _drop_moved_objects(
+    client: SqlClientBase[Any],
+    schema: str,
+    models: Sequence[Model],
+    existing: Mapping[tuple[str, str], str],
+) -> None:
+    """The models schema holds only marts: drop what an earlier version kept there beside them
+    (staging views, intermediate tables, bookkeeping), now in the internal schema. Views first,
+    each before the views it reads (PostgreSQL refuses to drop what a view depends on)."""
+    marts = {model.name for model in models if model.layer == "marts"}
+    ours = [model.name for model in reversed(models) if model.name not in marts]
+    leftovers = [
+        name
+        for (where, name) in existing
+        if where == schema
+        and name not in marts
+        and (name in (STATE_TABLE, LOADS_TABLE) or name.endswith((CHANGES, _NEXT)))
+    ]
+    for name in ours + sorted(leftovers):
+        kind = existing.get((schema, name))
+        if kind is not None:
+            client.execute_sql(f"drop {kind} if exists {schema}.{name}")
 
 
 def _check_identifier(name: str | None, what: str) -> str:

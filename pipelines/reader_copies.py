@@ -35,7 +35,9 @@ import duckdb
 
 from .models import CHANGES as MODEL_CHANGES
 from .models import CHANGES_KEPT as MODEL_CHANGES_KEPT
+from .models import LOADS_TABLE as MODEL_LOADS
 from .models import STATE_TABLE as MODEL_STATE
+from .models import internal_schema_of
 from .warehouse import lock_conflict, lock_holder
 
 logger = logging.getLogger(__name__)
@@ -108,12 +110,14 @@ class _Catalog:
 
 
 def skipped_for_readers(dataset: str, models_schema: str) -> tuple[str, ...]:
-    """What readers need not see, as `publish(skip=...)`: the models' intermediate tables (the
-    marts read them; up to a row per reading), the marts' change logs (the publish reads them in
-    the working file) and dlt's staging tables (a merge's scratch)."""
+    """What readers need not see, as `publish(skip=...)`: the models' internal schema (staging
+    views, intermediate tables of up to a row per reading, the marts' change logs, which the
+    publish reads in the working file) but for `_model_state`, which tells the next publish
+    which build the copy holds; and dlt's staging tables (a merge's scratch)."""
+    internal = internal_schema_of(models_schema)
     return (
-        f"{models_schema}.int_*",
-        f"{models_schema}.*{MODEL_CHANGES}",
+        f"{internal}.[!_]*",  # every model; bookkeeping starts with "_"
+        f"{internal}.{MODEL_LOADS}",
         f"{dataset}_staging",
     )
 
@@ -574,7 +578,36 @@ def _reconcile_in_transaction(
 
     for view in catalog.views:
         connection.execute(view.sql)
+    _copy_comments(connection, source, copy)
     return rows
+
+
+def _copy_comments(connection: duckdb.DuckDBPyConnection, source: str, copy: str) -> None:
+    """Give the copy's tables, views and columns the working file's comments (the data
+    dictionary): DuckDB's `create` statements leave them out. Only those that differ."""
+
+    def comments(database: str) -> dict[tuple[str, str, str, str | None], str | None]:
+        found = connection.execute(
+            "select 'table', schema_name, table_name, null, comment from duckdb_tables() "
+            "where database_name = $1 union all "
+            "select 'view', schema_name, view_name, null, comment from duckdb_views() "
+            "where database_name = $1 and not internal union all "
+            "select 'column', schema_name, table_name, column_name, comment "
+            "from duckdb_columns() where database_name = $1",
+            [database],
+        ).fetchall()
+        return {(kind, schema, name, column): text for kind, schema, name, column, text in found}
+
+    wanted, have = comments(source), comments(copy)
+    for key, text in have.items():  # the copy's relations: what was published
+        kind, schema, name, column = key
+        if wanted.get(key) == text:
+            continue
+        target = f"{sql_identifier(schema)}.{sql_identifier(name)}"
+        if column is not None:
+            target += f".{sql_identifier(column)}"
+        value = "null" if wanted.get(key) is None else _text_literal(str(wanted[key]))
+        connection.execute(f"comment on {kind} {target} is {value}")
 
 
 def _add_new_columns(
@@ -735,10 +768,11 @@ def _update_nested(
 def _unseen_builds(
     connection: duckdb.DuckDBPyConnection, source: str, copy: str
 ) -> dict[tuple[str, str], tuple[str, list[str], int]]:
-    """Per mart the copy can catch up on by key: (its `__changes` table, its key columns, the
-    last build the copy has). models.py keeps, per mart, the keys each incremental build changed
-    since `since_build` in `_model_state`; the copy can use them when it has that same mark (the
-    mart was not rebuilt whole since the copy's build) and a build still kept."""
+    """Per mart (its schema and name) the copy can catch up on by key: (its `__changes` table,
+    qualified, its key columns, the last build the copy has). models.py keeps, beside
+    `_model_state`, per mart the keys each incremental build changed since `since_build`; the
+    copy can use them when it has that same mark (the mart was not rebuilt whole since the
+    copy's build) and a build still kept."""
     found: dict[tuple[str, str], tuple[str, list[str], int]] = {}
     tables = set(
         connection.execute(
@@ -751,19 +785,19 @@ def _unseen_builds(
         for schema, name in tables
         if name == MODEL_STATE
         and all(
-            _has_column(connection, database, schema, MODEL_STATE, "since_build")
+            _has_column(connection, database, schema, MODEL_STATE, "model_schema")
             for database in (source, copy)
         )
     }
     for schema in sorted(states):
         state = f"{sql_identifier(schema)}.{MODEL_STATE}"
         marks = connection.execute(
-            f"select s.model_name, c.build_id "
+            f"select s.model_schema, s.model_name, c.build_id "
             f"from {sql_identifier(source)}.{state} as s join {copy}.{state} as c "
             "using (model_name) where s.since_build = c.since_build "
             f"and c.build_id >= s.since_build and c.build_id > s.build_id - {MODEL_CHANGES_KEPT}"
         ).fetchall()
-        for model, copy_build in marks:
+        for model_schema, model, copy_build in marks:
             changes = f"{model}{MODEL_CHANGES}"
             if (schema, changes) not in tables:
                 continue
@@ -776,7 +810,8 @@ def _unseen_builds(
                     [source, schema, changes],
                 ).fetchall()
             ]
-            found[(schema, model)] = (changes, key, int(copy_build))
+            qualified = f"{sql_identifier(schema)}.{sql_identifier(changes)}"
+            found[(model_schema, model)] = (qualified, key, int(copy_build))
     return found
 
 
@@ -806,7 +841,7 @@ def _apply_changes(
     a mart of a year is 700,000 rows; a build changes a few thousand."""
     keys = (
         f"(select distinct {', '.join(sql_identifier(c) for c in key)} from "
-        f"{sql_identifier(source)}.{sql_identifier(table.schema)}.{sql_identifier(changes)} "
+        f"{sql_identifier(source)}.{changes} "
         f"where build_id > {int(copy_build)})"
     )
     matches = " and ".join(f"t.{sql_identifier(c)} = k.{sql_identifier(c)}" for c in key)

@@ -106,7 +106,8 @@ def assert_story_happened(pipeline: dlt.Pipeline, schema: str) -> None:
     a, b, c, d, _, f = pumps[:6]
     assert (
         scalar(
-            pipeline, f"select count(*) from {schema}.int_controller_readings where _is_rederived"
+            pipeline,
+            f"select count(*) from {schema}_internal.int_controller_readings where _is_rederived",
         )
         > 0
     )
@@ -203,7 +204,7 @@ def test_incremental_builds_equal_full_rebuilds_after_every_sync(pipeline: dlt.P
         for name in (*MART_KEYS, "int_controller_readings"):
             assert how[name] == "incremental", name
         assert how["int_calendar_days"] == "full"
-        assert how["controllers_current"] == "view"
+        assert how["controllers_current"] == "full"
 
 
 def test_incremental_build_reports_what_it_wrote(tmp_path: Path) -> None:
@@ -221,7 +222,7 @@ def test_incremental_build_reports_what_it_wrote(tmp_path: Path) -> None:
         assert nothing["controller_daily"].how == "incremental"
         assert {model.rows_changed for model in nothing.values() if model.how != "view"} == {
             0,
-            None,  # int_calendar_days: a table, rebuilt whole
+            None,  # int_calendar_days, controllers_current: tables, rebuilt whole
         }
 
         emulator.advance(900)
@@ -240,9 +241,10 @@ def test_incremental_build_reports_what_it_wrote(tmp_path: Path) -> None:
     assert ", ".join(built).startswith("stg_")
     state = rows(
         pipeline,
-        "select how, count(*) from pump_portal_models._model_state group by how order by how",
+        "select how, count(*) from pump_portal_models_internal._model_state "
+        "group by how order by how",
     )
-    assert state == [("full", 1), ("incremental", 9), ("view", 10)]
+    assert state == [("full", 2), ("incremental", 9), ("view", 9)]
 
 
 def test_changed_model_sql_or_settings_rebuilds_whole(tmp_path: Path) -> None:

@@ -317,6 +317,62 @@ def test_every_mart_column_has_a_bi_friendly_type(synced_story: Story) -> None:
     assert types == MART_COLUMN_TYPES
 
 
+def test_marts_schema_holds_only_marts(synced_story: Story) -> None:
+    """Analysts see the marts alone; the staging views, intermediate tables and the build's
+    bookkeeping are in `<models schema>_internal`."""
+    dataset = synced_story.pipeline.dataset_name
+    relations = rows(
+        synced_story.pipeline,
+        "select table_schema, table_name, table_type from information_schema.tables "
+        f"where table_schema in ('{dataset}_models', '{dataset}_models_internal')",
+    )
+    marts = sorted((name, kind) for schema, name, kind in relations if schema.endswith("_models"))
+    assert marts == [(name, "BASE TABLE") for name in MARTS]
+    helpers = {name for schema, name, _ in relations if schema.endswith("_internal")}
+    change_logs = {  # DuckDB: the keys each build changed, for the reader copies
+        f"{name}__changes" for name in MARTS if name != "controllers_current"
+    }
+    assert helpers == (
+        {model.name for model in models.load_models() if model.layer != "marts"}
+        | {"_model_state", "_model_loads"}
+        | (change_logs if synced_story.backend == "duckdb" else set())
+    )
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_build_moves_an_earlier_layout_out_of_the_marts_schema(
+    backend: str, tmp_path: Path
+) -> None:
+    """Versions before 2026-12 kept the helpers and the bookkeeping beside the marts, and
+    `controllers_current` was a view on the staging views: the next build leaves the marts."""
+    pipeline = new_pipeline(backend, tmp_path)
+    try:
+        build_models(pipeline, ModelSettings())
+        schema = f"{pipeline.dataset_name}_models"
+        with pipeline.sql_client() as client:
+            client.execute_sql(f"drop table {schema}.controllers_current")
+            for name in ("stg_controllers", "stg_fleet_snapshots"):
+                client.execute_sql(f"create view {schema}.{name} as select 1 as pump_id")
+            client.execute_sql(
+                f"create view {schema}.controllers_current as "
+                f"select c.pump_id from {schema}.stg_controllers as c "
+                f"join {schema}.stg_fleet_snapshots as s on s.pump_id = c.pump_id"
+            )
+            for name in ("int_calendar_days", "_model_state", "_model_loads", "alarms__changes"):
+                client.execute_sql(f"create table {schema}.{name} as select 1 as x")
+
+        built = {model.name: model.how for model in build_models(pipeline, ModelSettings())}
+
+        assert built["controllers_current"] == "full"
+        assert rows(
+            pipeline,
+            "select table_name, table_type from information_schema.tables "
+            f"where table_schema = '{schema}' order by table_name",
+        ) == [(name, "BASE TABLE") for name in MARTS]
+    finally:
+        drop_schemas(pipeline)
+
+
 def test_controller_daily_online_matches_portal_active(synced_story: Story) -> None:
     # Same 15-minute window as the emulated portal: pumps online at a day's last sync are the
     # portal's active_controllers at that sync; controllers_current matches the latest sync.
@@ -382,7 +438,7 @@ def test_models_dependency_order_follows_refs() -> None:
 def test_models_materialization_from_header() -> None:
     kinds = {model.name: model.materialized for model in models.load_models()}
     assert kinds["stg_controllers"] == "view"
-    assert kinds["controllers_current"] == "view"
+    assert kinds["controllers_current"] == "table"
     assert kinds["int_calendar_days"] == "table"
     for name in ("controller_daily", "fleet_history", "user_history", "alarms"):
         assert kinds[name] == "incremental", name

@@ -1,5 +1,5 @@
 -- One row per pump the portal ever listed: who sees it, where it is, and its latest state.
--- materialized: view (one row per pump; reads only current-state tables)
+-- materialized: table (one row per pump, from current-state tables: milliseconds to rebuild)
 
 with
 
