@@ -160,7 +160,7 @@ def test_publish_target_on_a_read_only_file_system_keeps_the_summary_and_the_dat
     assert f"could not publish the reader copy {target}" in line
     assert "Read-only file system" in line
     assert "pump_portal sync failed" in completed.stdout  # the summary still came
-    assert "10 full (first build), 10 views" in completed.stdout  # the models were built
+    assert "11 full (first build), 9 views" in completed.stdout  # the models were built
     working = deployment / "pump_portal_sync.duckdb"
     with duckdb.connect(str(working), read_only=True) as db:
         assert db.execute("select count(*) from pump_portal.controllers").fetchone() == (20,)
@@ -295,4 +295,4 @@ def test_full_build_out_of_memory_names_the_setting_and_the_readme_fix_builds(tm
     line = assert_one_error_line(starved, cli.EXIT_DESTINATION, "SYNC__DUCKDB_MEMORY_LIMIT=4GB")
     assert "Out of Memory Error" in line
     assert built.returncode == cli.EXIT_OK, built.stderr
-    assert "built 20 models: 10 full (full refresh requested), 10 views" in built.stdout
+    assert "built 20 models: 11 full (full refresh requested), 9 views" in built.stdout

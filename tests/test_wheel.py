@@ -65,7 +65,7 @@ def test_wheel_installed_apart_runs_the_job_from_an_empty_folder(tmp_path: Path)
     assert len([n for n in sql_files if n.endswith(".sql")]) == 20
     assert where.stdout.strip() == str(target / "pipelines" / "sql"), where.stderr
     assert run.returncode == cli.EXIT_OK, run.stdout + run.stderr
-    assert "models: 10 full (first build), 10 views" in run.stdout
+    assert "models: 11 full (first build), 9 views" in run.stdout
     assert sorted(p.name for p in folder.iterdir() if p.suffix == ".duckdb") == [
         "pump_portal_sync.duckdb",
         "pump_portal_warehouse.duckdb",
