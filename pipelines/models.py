@@ -83,6 +83,7 @@ import sqlglot
 from dlt.destinations.sql_client import SqlClientBase
 from sqlglot.errors import ErrorLevel
 
+from . import dictionary
 from .deployment import ConfigError, setting, where_set
 
 logger = logging.getLogger(__name__)
@@ -673,6 +674,7 @@ def build_models(
                     )
                 if dialect == "postgres" and model.materialized == "incremental":
                     _index_model(client, schema, model, analyze=how == "full")
+            dictionary.write_comments(client, dialect, raw_schema, schema)
             _write_state(client, schema, plan, hashes, build_id, committed, new_loads, state)
             logger.debug("swapped in the new models in %.2f s", time.monotonic() - began)
     built = [BuiltModel(model.name, *plan[model.name], changed.get(model.name)) for model in models]
