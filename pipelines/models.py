@@ -85,6 +85,7 @@ import sqlglot
 from dlt.destinations.sql_client import SqlClientBase
 from sqlglot.errors import ErrorLevel
 
+from . import dictionary
 from .deployment import ConfigError, setting, where_set
 
 logger = logging.getLogger(__name__)
@@ -700,6 +701,7 @@ def build_models(
                     )
                 if dialect == "postgres" and model.materialized == "incremental":
                     _index_model(client, where, model, analyze=how == "full")
+            dictionary.write_comments(client, dialect, raw_schema, schema)
             _write_state(
                 client, internal, plan, hashes, home, build_id, committed, new_loads, state
             )
