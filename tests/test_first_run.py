@@ -13,6 +13,7 @@ import configparser
 import re
 import shlex
 import subprocess
+import tomllib
 from pathlib import Path
 
 import duckdb
@@ -96,6 +97,48 @@ def test_first_run_keeps_everything_inside_the_deployment(portal, deployment, fi
         ).fetchall()
     assert [pump_id for (pump_id,) in recorded] == never_reported
     assert runs == [("success", 0, len(never_reported))]
+
+
+def markdown_table(output: str) -> list[list[str]]:
+    """The rows of the DuckDB CLI's `-markdown` output, the header first."""
+    lines = [line for line in output.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[:1] + lines[2:]]
+
+
+def test_bi_duckdb_walkthrough_shows_the_marts_their_descriptions_and_rows(deployment, first_run):
+    """The README's three DuckDB CLI lines, as written, on the published file of the first run."""
+    with open(ROOT / "sql" / "dictionary.toml", "rb") as file:
+        marts = tomllib.load(file)["marts"]
+    outputs = []
+    for line in commands(recipe("bi-duckdb")):
+        completed = run_in(deployment, line, user_environment())
+        assert completed.returncode == 0, completed.stderr
+        outputs.append(markdown_table(completed.stdout))
+    tables, columns, fleet_rows = outputs
+    with duckdb.connect(str(deployment / "pump_portal_warehouse.duckdb"), read_only=True) as db:
+        fleet_columns = db.execute(
+            "select column_name, data_type from duckdb_columns() where schema_name = "
+            "'pump_portal_models' and table_name = 'fleet_history' order by column_index"
+        ).fetchall()
+        fleet = db.execute(
+            "select day_date, total_controllers, active_controllers, water_delivered "
+            "from pump_portal_models.fleet_history order by day_date"
+        ).fetchall()
+
+    assert tables == [["table_name", "comment"]] + [
+        [name, marts[name]["description"]] for name in sorted(marts)
+    ]
+    assert len(fleet_columns) == 10
+    assert columns == [["column_name", "data_type", "comment"]] + [
+        [name, data_type, marts["fleet_history"]["columns"][name]]
+        for name, data_type in fleet_columns
+    ]
+    assert len(fleet) == 1 and fleet[0][1] == 60
+    header = ["day_date", "total_controllers", "active_controllers", "water_delivered"]
+    assert fleet_rows[0] == header
+    assert [(row[0], int(row[1]), int(row[2]), float(row[3])) for row in fleet_rows[1:]] == [
+        (day.isoformat(), total, active, water) for day, total, active, water in fleet
+    ]
 
 
 def test_committed_configuration_turns_telemetry_off(deployment, first_run):
