@@ -156,7 +156,7 @@ def write_comments(
 
     Only tables and columns that exist are commented (dlt creates a column when a value first
     arrives), and only where the comment differs from the dictionary's, so a build with nothing
-    new writes nothing but the comments of the views it created again. Runs in the caller's
+    new writes nothing but the comments of the marts it rebuilt whole. Runs in the caller's
     transaction: the comments appear with the models they describe.
     """
     if dialect not in DIALECTS:

@@ -172,7 +172,7 @@ def test_raw_tables_carry_their_descriptions(warehouse: Warehouse) -> None:
     assert undescribed == []  # every column of `controllers` is a documented field or dlt's
 
 
-def test_a_build_with_nothing_new_writes_only_the_views_comments(
+def test_a_build_with_nothing_new_writes_only_the_rebuilt_marts_comments(
     warehouse: Warehouse, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dialect = models.destination_dialect(warehouse.pipeline)
@@ -190,11 +190,11 @@ def test_a_build_with_nothing_new_writes_only_the_views_comments(
     monkeypatch.setattr(dictionary, "write_comments", counting)
     built = build_models(warehouse.pipeline, ModelSettings())
     recreated = sorted(b.name for b in built if b.name in MARTS and b.how != "incremental")
-    # A view is created again by every build, and its comments with it; the incremental marts
-    # keep theirs.
+    # A table model is created again by every build, and its comments with it; the incremental
+    # marts keep theirs.
     assert recreated == ["controllers_current"]
-    view = dictionary.load().mart("controllers_current")
-    assert written == [1 + len(view.columns)]
+    rebuilt = dictionary.load().mart("controllers_current")
+    assert written == [1 + len(rebuilt.columns)]
     for mart in MARTS:
         described = dictionary.load().mart(mart)
         assert column_comments(warehouse, warehouse.models_schema, mart) == [
