@@ -754,8 +754,17 @@ def _update_nested(
     ).fetchone() or (None,)
     if copy_sql != table.sql:
         return _replace(connection, source, copy, table, copy_sql)
-    rows = _apply_diff(connection, source, copy, table, diff)
     total = f"select count(*) from {{}}.{table.qualified}"
+    stale, missing = diff
+    if stale or not missing:
+        rows = _apply_diff(connection, source, copy, table, diff)
+    else:
+        # A load appends its nested rows after every row the table had, so the working table's
+        # rows from the copy's count on hold the new ones: DuckDB then reads only the last row
+        # groups, not a scan of every `_dlt_root_id` (0.4 s at 7.5 M rows). Too high a start
+        # would miss rows, which the count below catches.
+        (ours,) = _one_row(connection.execute(total.format(copy)))
+        rows = _insert(connection, source, copy, table, missing, from_rowid=int(ours))
     if (
         connection.execute(total.format(copy)).fetchone()
         != connection.execute(total.format(sql_identifier(source))).fetchone()
@@ -885,6 +894,7 @@ def _insert(
     copy: str,
     table: _Table,
     loads: list[str] | None = None,
+    from_rowid: int = 0,
 ) -> int:
     query = (
         f"insert into {copy}.{table.qualified} "
@@ -894,6 +904,8 @@ def _insert(
         (rows,) = _one_row(connection.execute(query))
     else:
         condition = _of_loads(sql_identifier(source), table, loads)
+        if from_rowid:
+            condition = f"rowid >= {int(from_rowid)} and {condition}"
         (rows,) = _one_row(connection.execute(f"{query} where {condition}", [loads]))
     return int(rows)
 
