@@ -255,8 +255,7 @@ def render_markdown(dictionary: Dictionary | None = None) -> str:
         "",
     ]
     for table in dictionary.marts:
-        lines += [f"### `{table.name}`", "", _paragraph(table.description), ""]
-        lines += _column_table(table.columns)
+        lines += _table_section("###", table)
     lines += [
         "### Raw tables",
         "",
@@ -265,11 +264,20 @@ def render_markdown(dictionary: Dictionary | None = None) -> str:
         "",
     ]
     for table in dictionary.raw:
-        lines += [f"#### `{table.name}`", "", _paragraph(table.description), ""]
-        lines += _column_table(table.columns)
+        lines += _table_section("####", table)
     lines += ["#### dlt's columns", "", "On every raw table that has them.", ""]
     lines += _column_table(dictionary.dlt_columns)
     return "\n".join(lines) + "\n"  # a blank line before the end marker
+
+
+def _table_section(heading: str, table: Table) -> list[str]:
+    return [
+        f"{heading} `{table.name}`",
+        "",
+        _paragraph(table.description),
+        "",
+        *_column_table(table.columns),
+    ]
 
 
 def _column_table(columns: Sequence[Column]) -> list[str]:
