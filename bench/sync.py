@@ -843,11 +843,11 @@ def _stack_bucket(stack: str) -> str:
             return "workers: http.client reads the response"
         if "HTTPConnection.request" in stack or "endheaders" in stack:
             return "workers: http.client sends the request"
-        if "Response.json" in stack or "loads (" in stack:
+        if "Response.json" in stack or "Answer.json" in stack or "loads (" in stack:
             return "workers: JSON decoding"
         if "RequestPacer" in stack:
             return "workers: pacer"
-        return "workers: rest of requests/urllib3/client"
+        return "workers: rest of urllib3/client"
     if "_worker (concurrent/futures/thread.py" in stack:
         return "workers: other"
     if "record_run (" in stack:

@@ -14,6 +14,7 @@ import email.utils
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,9 +25,17 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pendulum
 import pytest
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 
 from pipelines.pump_portal import errors, settings
-from pipelines.pump_portal.client import Listing, PortalClient
+from pipelines.pump_portal.client import Listing, PortalClient, connection_failure
 from pipelines.pump_portal.pacing import RequestPacer
 from pipelines.runner import run_sync
 from tests.conftest import rows, scalar
@@ -1168,3 +1177,93 @@ def test_bare_403_on_top_level_endpoints(portal, pipeline):
     result = sync(portal, pipeline, run_at=RUN_AT.add(hours=1))
     assert result.outcome == "failed"
     assert isinstance(result.error, errors.ItemForbidden) and result.error.status == 403
+
+
+# --- the transport ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("location", ["/v1/stats-moved", "{url}/v1/stats-moved"])
+def test_a_redirect_within_the_origin_is_followed_with_the_key(portal, location):
+    portal.on("/v1/stats", Reply(301, b"", {"Location": location.format(url=portal.url)}))
+    portal.on("/v1/stats-moved", {"api_version": "1", "statistics": STATS})
+    client, _ = make_client(portal)
+    assert client.statistics()["statistics"] == STATS
+    assert [call.path for call in portal.calls] == ["/v1/stats", "/v1/stats-moved"]
+    assert portal.calls[1].authorization == f"Bearer {KEY}"
+
+
+def test_proxies_from_the_environment_are_not_used(portal, monkeypatch):
+    """Like requests with trust_env off: a proxy would see the key, so none is ever taken from
+    the environment (here one that nothing listens on)."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    portal.on("/v1/stats", {"api_version": "1", "statistics": STATS})
+    client, _ = make_client(portal)
+    assert client.statistics()["statistics"] == STATS
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (
+            "application/json; charset=iso-8859-1",
+            '{"statistics": {"name": "Café"}}'.encode("latin-1"),
+        ),
+        ("application/json", '{"statistics": {"name": "Café"}}'.encode("utf-16")),
+        ("text/html", '{"statistics": {"name": "Café"}}'.encode()),
+    ],
+)
+def test_json_is_decoded_by_the_declared_charset_else_as_json(portal, content_type, body):
+    portal.on("/v1/stats", Reply(200, body, {"Content-Type": content_type}))
+    client, _ = make_client(portal)
+    assert client.statistics()["statistics"] == {"name": "Café"}
+
+
+def _raised(error: BaseException, cause: BaseException) -> BaseException:
+    try:
+        try:
+            raise cause
+        except BaseException as inner:
+            raise error from inner
+    except BaseException as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    ("error", "message"),
+    [
+        (
+            _raised(ConnectTimeoutError(None, "timed out. (connect timeout=5)"), TimeoutError()),
+            "portal.example.com did not answer in time (ConnectTimeout)",
+        ),
+        (
+            ReadTimeoutError(None, "/v1/stats", "Read timed out. (read timeout=60)"),
+            "portal.example.com did not answer in time (ReadTimeout)",
+        ),
+        (
+            MaxRetryError(None, "/v1/stats", ReadTimeoutError(None, "/v1/stats", "timed out")),
+            "portal.example.com did not answer in time (ReadTimeout)",
+        ),
+        (
+            _raised(NewConnectionError(None, "no route"), OSError(113, "No route to host")),
+            "cannot reach portal.example.com: OSError: [Errno 113] No route to host",
+        ),
+        (
+            _raised(
+                NameResolutionError("portal.example.com", None, socket.gaierror(-2, "unknown")),
+                socket.gaierror(-2, "unknown"),
+            ),
+            "cannot resolve host 'portal.example.com' (unknown host)",
+        ),
+        (
+            ProtocolError("Connection aborted.", ConnectionResetError(104, "reset by peer")),
+            "cannot reach portal.example.com: ConnectionResetError: [Errno 104] reset by peer",
+        ),
+    ],
+)
+def test_urllib3_failures_read_as_one_line(error, message):
+    """urllib3 makes every failed connect a ConnectTimeoutError (NewConnectionError): only a real
+    timeout is named one, with the names requests gave them."""
+    assert connection_failure(error, "https://portal.example.com") == message
