@@ -57,6 +57,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.pump_portal import settings
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
 # bench/RESULTS.md: the run replaces only the text between these; the findings around them are
@@ -83,7 +85,7 @@ RATE30_ROWS = (
     ("rate30_configured", "rate limit 30/1 s, budget configured, default concurrency", True, 1.1),
 )
 CONCURRENCY = 16
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = settings.DEFAULT_CONCURRENCY
 INCREMENTAL_FRACTION = 0.02
 SEED = 7
 
@@ -623,7 +625,7 @@ class Bench:
         self.full_then_incremental()
         if self.wants("default_concurrency"):
             with EmulatorProcess(FULL["pumps"], FULL["users"], FULL["latency_ms"]) as emu:
-                self.run_sync("full_c8", emu, concurrency=DEFAULT_CONCURRENCY)
+                self.run_sync("full_c8", emu, concurrency=8)
         if self.wants("inprocess"):
             self.run_sync("full_inprocess", None, inprocess=FULL)
         if self.what_if_needed():
@@ -965,7 +967,7 @@ def summarize(results: dict[str, Any], what_if: str) -> list[dict[str, Any]]:
 
     for name, label, spec in (
         ("full", f"full sync, concurrency {CONCURRENCY}", FULL),
-        ("full_c8", f"full sync, concurrency {DEFAULT_CONCURRENCY} (the default)", FULL),
+        ("full_c8", "full sync, concurrency 8 (the default until 2026-12)", FULL),
         ("full_inprocess", "full sync, emulator in the sync's process", FULL),
         ("full_what_if", f"full sync, what-if loader_file_format={what_if}", FULL),
     ):
