@@ -12,14 +12,14 @@ stdin/stdout, one JSON object per line. One full sync is also run with the emula
 sync's process, to show what sharing the GIL costs.
 
 Scenarios (figures, ratios and targets: see `TARGETS` and the printed table):
-  full         5,000 pumps, 100 users, 20 ms latency, concurrency 16 (and the default 8)
+  full         5,000 pumps, 100 users, 20 ms latency, concurrency 16 (the default) and 8
   incremental  the same pipeline after `advance(600)` and a report from 2% of the pumps
   baseline     concurrency 1 on 500 pumps / 10 users (same latency), extrapolated per request
                to the full sync's request count (`--full-baseline`: measure it on 5,000 pumps)
   rate_limit   1,000 pumps, 20 users, 20 ms, portal limit 50 requests per 1 s window, concurrency
                16, budget configured (50/1 s) and learned from 429s only
   rate_limited 1,000 pumps, 20 users, 20 ms, portal limit 30 requests per 1 s window, the default
-               concurrency 8, learned and configured: wall / (requests / rate), 429s per window
+               concurrency, learned and configured: wall / (requests / rate), 429s per window
   memory       20,000 pumps, 100 users, no latency: peak RSS
   what_if      full and memory again loading DuckDB from parquet, when pyarrow is importable
                and the sync does not load from parquet already
