@@ -141,6 +141,19 @@ def test_bi_duckdb_walkthrough_shows_the_marts_their_descriptions_and_rows(deplo
     ]
 
 
+def test_first_run_loads_every_table_from_parquet(deployment, first_run):
+    """INSERT statements cost DuckDB gigabytes at a large fleet: every table of the run, the ones
+    the listing routes rows to included, is loaded from parquet (merges add their .sql jobs)."""
+    loaded = deployment / ".dlt" / "pipelines" / "pump_portal" / "load" / "loaded"
+    jobs = sorted(path.name for path in loaded.glob("*/completed_jobs/*"))
+    tables = {name.split(".")[0] for name in jobs}
+    assert {"controllers", "controller_observations", "controller_visibility"} <= tables
+    formats = {
+        name.split(".")[0]: name.split(".")[-1] for name in jobs if not name.endswith(".sql")
+    }
+    assert set(formats.values()) == {"parquet"}, formats
+
+
 def test_committed_configuration_turns_telemetry_off(deployment, first_run):
     probe = run_in(
         deployment,
