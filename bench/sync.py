@@ -245,9 +245,8 @@ def _holds_source(data: Any) -> bool:
 
 def sync_main(args: argparse.Namespace) -> int:
     logging.disable(logging.WARNING)  # per-item 404 warnings are expected; keep stdout clean
-    import dlt
 
-    from pipelines.runner import describe, make_pipeline, run_sync
+    from pipelines.runner import configured_destination, describe, make_pipeline, run_sync
 
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -264,8 +263,11 @@ def sync_main(args: argparse.Namespace) -> int:
         )
         url, key, run_at = emu.start(), emu.keys.full, emu.now.isoformat()
 
+    # The destination as `pump-portal run` makes it, with the [sync] DuckDB memory limit and
+    # threads: without them DuckDB takes 80% of the machine's memory for the load.
+    os.environ["DESTINATION__DUCKDB__CREDENTIALS"] = str(workdir / "bench.duckdb")
     pipeline = make_pipeline(
-        destination=dlt.destinations.duckdb(str(workdir / "bench.duckdb")),
+        destination=configured_destination("duckdb"),
         dataset_name="pump_portal",
         pipelines_dir=str(workdir / "pipelines"),
         progress=False,
