@@ -26,6 +26,19 @@ _PROJECT_VARIABLES = re.compile(
 )
 
 
+def recipe(name: str) -> str:
+    """The README block marked `<!-- recipe:name -->`, as a user copies it."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    found = re.search(rf"<!-- recipe:{name} -->\n```\w*\n(.*?)```", readme, re.S)
+    assert found, f"README has no recipe {name}"
+    return found.group(1)
+
+
+def commands(block: str) -> list[str]:
+    """The command lines of a README console block, without their trailing comments."""
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
 def copy_checkout(target: Path) -> Path:
     """The files a fresh clone of this repository has, copied to `target`."""
     require_installed_venv()

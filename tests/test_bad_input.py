@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +19,15 @@ import psycopg2
 import pytest
 
 from pipelines import cli
-from tests.checkout import ROOT, copy_checkout, run_in, user_environment, write_secrets
+from tests.checkout import (
+    ROOT,
+    commands,
+    copy_checkout,
+    recipe,
+    run_in,
+    user_environment,
+    write_secrets,
+)
 from tests.portal_emulator import Fleet, PortalEmulator
 from tests.test_models import require_postgres
 
@@ -206,13 +213,6 @@ def test_unknown_host_names_the_host(checkout):
     assert "cannot resolve host 'portal.invalid' (unknown host)" in line
 
 
-def readme_block(name: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(rf"<!-- recipe:{name} -->\n```\w*\n(.*?)```", readme, re.S)
-    assert found, f"README has no block {name}"
-    return found.group(1)
-
-
 @pytest.mark.postgres
 def test_readme_postgres_example_without_password_runs(portal, tmp_path):
     require_postgres()
@@ -222,7 +222,7 @@ def test_readme_postgres_example_without_password_runs(portal, tmp_path):
     admin = psycopg2.connect("postgresql://postgres@127.0.0.1:5432/postgres")
     admin.autocommit = True
     with admin.cursor() as cursor:
-        for statement in filter(str.strip, readme_block("postgres-setup").split(";")):
+        for statement in filter(str.strip, recipe("postgres-setup").split(";")):
             # set up by an earlier run: "already exists"
             with contextlib.suppress(
                 psycopg2.errors.DuplicateObject, psycopg2.errors.DuplicateDatabase
@@ -231,7 +231,7 @@ def test_readme_postgres_example_without_password_runs(portal, tmp_path):
     admin.close()
     exports = dict(
         line.removeprefix("export ").split("=", 1)
-        for line in readme_block("postgres-env").splitlines()
+        for line in recipe("postgres-env").splitlines()
         if line.startswith("export ")
     )
     assert exports["DESTINATION__POSTGRES__CREDENTIALS"] == (
@@ -278,17 +278,7 @@ def test_full_build_out_of_memory_names_the_setting_and_the_readme_fix_builds(tm
         starved = run_in(
             ROOT, ".venv/bin/pump-portal models", {**env, "SYNC__DUCKDB_MEMORY_LIMIT": "1MB"}
         )
-        (fix,) = [
-            line.split("  #")[0].strip()
-            for line in re.search(
-                r"<!-- recipe:models-full-refresh-memory -->\n```\w*\n(.*?)```",
-                (ROOT / "README.md").read_text(),
-                re.S,
-            )
-            .group(1)
-            .splitlines()
-            if line.strip()
-        ]
+        (fix,) = commands(recipe("models-full-refresh-memory"))
         built = run_in(ROOT, fix, env)
 
     assert loaded.returncode == cli.EXIT_OK, loaded.stderr

@@ -7,7 +7,6 @@ and the test's own schemas; everything else is the README's text.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,19 +19,12 @@ import psycopg2.errors
 import pytest
 
 from pipelines.models import build_models
-from tests.checkout import ROOT
+from tests.checkout import recipe
 from tests.conftest import rows, sync
 from tests.portal_emulator import Fleet, PortalEmulator
 from tests.test_models import MARTS, POSTGRES_URL, drop_schemas, new_pipeline
 
 pytestmark = pytest.mark.postgres
-
-
-def readme_block(name: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(rf"<!-- recipe:{name} -->\n```\w*\n(.*?)```", readme, re.S)
-    assert found, f"README has no recipe {name}"
-    return found.group(1)
 
 
 @pytest.fixture
@@ -92,7 +84,7 @@ def test_readme_reader_role_reads_the_marts_and_nothing_else(
     result = sync(portal, warehouse, build_models=build_models)  # "after the first run"
     assert result.outcome == "success", result.error
     dataset = warehouse.dataset_name
-    block = readme_block("bi-postgres-reader")
+    block = recipe("bi-postgres-reader")
     assert block.count("bi_reader") == 4 and block.count("pump_portal_models") == 3
     own = block.replace("bi_reader", reader_role).replace("pump_portal_models", f"{dataset}_models")
     with psycopg2.connect(POSTGRES_URL) as connection, connection.cursor() as cursor:

@@ -20,23 +20,19 @@ import duckdb
 import pytest
 
 from pipelines import cli
-from tests.checkout import ROOT, copy_checkout, run_in, user_environment, write_secrets
+from tests.checkout import (
+    ROOT,
+    commands,
+    copy_checkout,
+    recipe,
+    run_in,
+    user_environment,
+    write_secrets,
+)
 from tests.portal_emulator import Fleet, PortalEmulator
 
 INSTALL_DIR = "/srv/pump-portal-sync"
 EXAMPLE_URL = "https://portal.example.com"
-
-
-def recipe(name: str) -> str:
-    readme = (ROOT / "README.md").read_text()
-    found = re.search(rf"<!-- recipe:{name} -->\n```\w*\n(.*?)```", readme, re.S)
-    assert found, f"README has no recipe {name}"
-    return found.group(1)
-
-
-def commands(block: str) -> list[str]:
-    """The command lines of a README console block, without their trailing comments."""
-    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from pipelines.models import build_models, models_schema
 from pipelines.runner import make_pipeline
 from pipelines.status import format_time
 from tests import model_scenarios as story
+from tests.checkout import recipe
 from tests.conftest import rows, sync
 from tests.portal_emulator import Fleet, PortalEmulator
 from tests.test_models import POSTGRES_URL, drop_schemas, require_postgres
@@ -394,10 +395,7 @@ def test_report_days_window_ends_at_the_latest_day(deployment: Deployment, tmp_p
 
 
 def test_readme_report_example_is_valid_command_line():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    found = re.search(r"<!-- recipe:report -->\n```\w*\n(.*?)```", readme, re.S)
-    assert found, "README has no recipe report"
-    lines = [line.split("#")[0].split() for line in found.group(1).strip().splitlines()]
+    lines = [line.split("#")[0].split() for line in recipe("report").strip().splitlines()]
     assert [line[0] for line in lines] == [".venv/bin/pump-portal"] * 2
     parsed = [build_parser().parse_args(line[1:]) for line in lines]
     assert [(args.command, args.days, args.output) for args in parsed] == [
