@@ -54,6 +54,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -273,36 +274,33 @@ def sync_main(args: argparse.Namespace) -> int:
         progress=False,
     )
     runs: list[dict[str, Any]] = []
-    original_run = pipeline.run
 
-    def timed_run(*a: Any, **k: Any) -> Any:
-        if args.loader_file_format and a:
-            k["loader_file_format"] = args.loader_file_format
-        started = time.perf_counter()
-        try:
-            return original_run(*a, **k)
-        finally:
-            trace = pipeline.last_trace
-            steps, spans = {}, {}
-            if trace is not None:
-                for step in trace.steps:
-                    if step.finished_at is not None and step.step != "run":
-                        steps[step.step] = (step.finished_at - step.started_at).total_seconds()
-                        spans[step.step] = (
-                            step.started_at.timestamp(),
-                            step.finished_at.timestamp(),
-                        )
-            runs.append(
-                {
-                    # The sync's run: the source, with its records after it in one list.
-                    "main": bool(a) and _holds_source(a[0]),
-                    "seconds": time.perf_counter() - started,
-                    "steps": steps,
-                    "spans": spans,
-                }
-            )
+    def timed(step: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        """dlt's step `step`, timed into the run its extract began (the runner calls the steps
+        one by one; `pipeline.run` calls the same instance attributes)."""
 
-    pipeline.run = timed_run  # type: ignore[method-assign]
+        def call(*a: Any, **k: Any) -> Any:
+            if step == "extract":
+                if args.loader_file_format and a:
+                    k["loader_file_format"] = args.loader_file_format
+                # The sync's run: the source, with its records after it in one list.
+                main = bool(a) and _holds_source(a[0])
+                runs.append({"main": main, "seconds": 0.0, "steps": {}, "spans": {}})
+            started_at, started = time.time(), time.perf_counter()
+            try:
+                return original(*a, **k)
+            finally:
+                if runs:
+                    seconds = time.perf_counter() - started
+                    run = runs[-1]
+                    run["steps"][step] = run["steps"].get(step, 0.0) + seconds
+                    run["spans"][step] = (started_at, time.time())
+                    run["seconds"] += seconds
+
+        return call
+
+    for step in ("extract", "normalize", "load"):
+        setattr(pipeline, step, timed(step, getattr(pipeline, step)))
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sampler = RssSampler()
     options: dict[str, Any] = {"concurrency": args.concurrency, "backoff_seconds": 0.2}

@@ -29,6 +29,7 @@ from .run_journal import RunJournal
 from .shutdown import StopRequested
 from .warehouse import (
     DestinationLocked,
+    held_open,
     is_duckdb,
     retry_while_locked,
     wait_for_write_lock,
@@ -218,6 +219,7 @@ def run_sync(
             _loader(
                 pipeline,
                 data,
+                working,
                 # One schema for both: a schema of dlt's defaults would turn on the type
                 # detection the source switches off.
                 schema=source.schema,
@@ -258,20 +260,27 @@ def run_sync(
     return result
 
 
-def _loader(pipeline: dlt.Pipeline, data: list[Any], **options: Any) -> Callable[[], Any]:
-    """`pipeline.run(data)`, then, once dlt has normalized this run's package, `pipeline.run()`:
-    a retry after a locked load must load the pending package, not extract again."""
+def _loader(
+    pipeline: dlt.Pipeline, data: list[Any], working: Path | None, **options: Any
+) -> Callable[[], Any]:
+    """Extract and normalize `data` once, then load with the working file held open
+    (`held_open`); a retry after a locked load loads the package already normalized.
+
+    The steps `pipeline.run` takes, one by one (dlt joins them into one trace), so the file is
+    held for the load only: the restore of state from the destination `run` does first comes
+    first here too."""
     pending: list[Any] = [data]
 
     def load() -> Any:
-        if not pending:
-            return pipeline.run()
-        try:
-            return pipeline.run(pending[0], **options)
-        except PipelineStepFailed as error:
-            if error.step in ("normalize", "load"):
-                pending.clear()
-            raise
+        if pending:
+            if pipeline.config.restore_from_destination:
+                pipeline.sync_destination()
+            pipeline.extract(pending[0], **options)
+            pending.clear()
+        if pipeline.list_extracted_load_packages():
+            pipeline.normalize()
+        with held_open(working):
+            return pipeline.load()
 
     return load
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+import dlt
 import pytest
 
+from pipelines.runner import make_pipeline
 from tests.conftest import rows, scalar, sync
 from tests.portal_emulator import Fleet
 
@@ -39,6 +41,31 @@ def test_unchanged_fleet_makes_zero_per_pump_requests(emulator, pipeline):
     assert emulator.counts["/v1/delegated-users"] == 1
     assert scalar(pipeline, "select count(*) from controller_observations") == 60 - len(
         [p for p in emulator.fleet.pumps.values() if p.last_seen is None]
+    )
+
+
+def test_a_lost_pipelines_folder_restores_its_state_from_the_warehouse(
+    emulator, pipeline, duckdb_path, tmp_path
+):
+    """A new machine or a lost volume: dlt's working folder is gone, the warehouse is not. The
+    run restores the resources' state from the warehouse before it extracts (as `pipeline.run`
+    does; the runner calls dlt's steps one by one) and fetches no pump's details again."""
+    paged_sync(emulator, pipeline)
+    emulator.reset_counts()
+    elsewhere = make_pipeline(
+        destination=dlt.destinations.duckdb(str(duckdb_path)),
+        dataset_name="pump_portal",
+        pipelines_dir=str(tmp_path / "new_machine"),
+        progress=False,
+    )
+
+    result = paged_sync(emulator, elsewhere)
+
+    assert result.error is None
+    assert detail_requests(emulator) == 0
+    assert scalar(elsewhere, "select count(*) from controllers") == 60
+    assert scalar(elsewhere, "select count(*) from pump_metadata") == scalar(
+        pipeline, "select count(*) from pump_metadata"
     )
 
 
