@@ -14,7 +14,7 @@ import pytest
 
 from pipelines.pump_portal import pagination, settings
 from pipelines.pump_portal.errors import InvalidRequest, InvalidResponse
-from pipelines.pump_portal.pagination import Listing, PageWalk
+from pipelines.pump_portal.pagination import Listing, ListingRead, PageWalk
 
 JSON = dict[str, Any]
 OMIT = object()  # a key the portal leaves out
@@ -271,6 +271,37 @@ def test_a_repeated_page_with_counts_grown_is_a_move() -> None:
         "/pumps: 2 item(s) listed on two pages (e.g. 'a'): the listing shifted under the walk",
     ]
     assert listing.moved is True and listing.server_fault is False
+
+
+def test_a_repeated_page_the_portal_says_is_the_page_asked_for_is_a_move() -> None:
+    """Counts unchanged, but the answer echoes page 2: the portal pages, and page 1's pumps are
+    on page 2 because two pumps moved to the front while it was read (a listing ordered by last
+    report, read ahead: page 2 answered after the moves)."""
+    walk = PageWalk("/pumps", 2)
+    walk.update(body(["a", "b"], page=1, total=6, pages=3, has_next=True))
+    walk.update(body(["a", "b"], page=2, total=6, pages=3, has_next=True))
+
+    listing = walk.finish()
+    assert listing.problems[0] == "/pumps: page 2 repeats only items already seen"
+    assert listing.moved is True and listing.server_fault is False
+
+
+def test_a_portal_that_echoes_the_page_but_repeats_page_1_is_walked_twice() -> None:
+    """A loop that echoes the page asked for looks like a move once; the second walk is the
+    same, which ends the read: two more requests, then incomplete (nothing marked vanished)."""
+    read = ListingRead()
+    walks = 0
+    while True:
+        walk = read.start("/pumps", 2)
+        walk.update(body(["a", "b"], page=1, total=4, pages=2, has_next=True))
+        walk.update(body(["a", "b"], page=2, total=4, pages=2, has_next=True))
+        walks += 1
+        if not read.end(walk):
+            break
+
+    assert walks == 2
+    assert read.listing.complete is False and read.listing.walks == 2
+    assert [row["pump_id"] for row in read.rows()] == ["a", "b"]
 
 
 def test_an_echoed_page_other_than_asked_ends_the_walk() -> None:

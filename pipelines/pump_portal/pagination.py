@@ -206,9 +206,15 @@ class PageWalk:
         elif not items:
             self._stop(f"{self.endpoint}: page {number} is empty but announces more")
         elif number > 1 and repeats_only:
-            # A server that loops; or, when the counts changed meanwhile, a page's worth of new
-            # pumps at the front pushed read rows onto this page: the listing moved.
-            moved = len(set(self._totals)) > 1 or len(set(self._page_counts)) > 1
+            # A server that loops; or the listing moved: the counts changed meanwhile (a page's
+            # worth of new pumps at the front pushed read rows onto this page), or a server that
+            # echoes the page it was asked for (so it pages) returned rows that moved there (a
+            # page's worth of pumps moved to the front, in a listing ordered by last report).
+            # Walking again settles a move; a server that loops this way loops again, and two
+            # like walks end the read (ListingRead.end).
+            moved = (
+                echoed == number or len(set(self._totals)) > 1 or len(set(self._page_counts)) > 1
+            )
             self._stop(f"{self.endpoint}: page {number} repeats only items already seen", moved)
         elif self._max_pages is not None and number >= self._max_pages:
             self._stop(f"{self.endpoint}: has_next still true after {number} pages (pages={pages})")
