@@ -25,7 +25,7 @@ from tests.portal_emulator import Fleet, PortalEmulator, RateLimit
 LIMIT = RateLimit(requests=40, window=0.5)
 CONCURRENCY = 16
 # Requests a sync can have in flight at once: the workers plus the page read-ahead threads.
-IN_FLIGHT = CONCURRENCY + 4
+IN_FLIGHT = CONCURRENCY + CONCURRENCY - 1
 
 
 @pytest.fixture

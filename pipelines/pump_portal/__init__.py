@@ -57,7 +57,7 @@ def pump_portal(
     base_url: str = dlt.config.value,
     api_key: str = dlt.secrets.value,
     page_size: int = settings.DEFAULT_PAGE_SIZE,
-    page_read_ahead: int = settings.DEFAULT_PAGE_READ_AHEAD,
+    page_read_ahead: int | None = None,
     concurrency: int = settings.DEFAULT_CONCURRENCY,
     details_max_age_hours: float = settings.DEFAULT_DETAILS_MAX_AGE_HOURS,
     requests_per_window: int | None = None,
@@ -77,7 +77,8 @@ def pump_portal(
     counts and skipped items for the caller; `stop` (a `threading.Event`), once set, makes the
     client start no new request and end every wait. None is read from configuration.
     `request_timeout` (seconds to wait for an answer) defaults to dlt's `[runtime]
-    request_timeout` (60 s).
+    request_timeout` (60 s); `page_read_ahead` (listing pages requested ahead of the one being
+    read) to `concurrency - 1`.
     """
     stop_event: threading.Event = stop if stop is not None else threading.Event()
     stamp = pendulum.instance(run_at) if run_at is not None else pendulum.now("UTC")

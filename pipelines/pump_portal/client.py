@@ -160,7 +160,7 @@ class PortalClient:
         pool_size: int = settings.DEFAULT_CONCURRENCY,
         max_retry_after: float = settings.MAX_RETRY_AFTER_SECONDS,
         allow_insecure_http: bool = False,
-        read_ahead: int = settings.DEFAULT_PAGE_READ_AHEAD,
+        read_ahead: int | None = None,
         stop: threading.Event | None = None,
     ) -> None:
         parts = urlsplit(base_url.strip())
@@ -183,7 +183,8 @@ class PortalClient:
         self.retry_seconds = retry_seconds
         self.max_retry_after = max_retry_after
         self.pacer = pacer or RequestPacer()
-        self.read_ahead = max(0, read_ahead)
+        # Default: the workers' number less the page being read (settings.py).
+        self.read_ahead = max(0, max(pool_size, 1) - 1 if read_ahead is None else read_ahead)
         # Set when the run must stop (SIGTERM/SIGINT): no new request starts, no wait goes on.
         self.stop = stop or threading.Event()
         self._page_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -191,7 +192,7 @@ class PortalClient:
         self._stats_lock = threading.Lock()
         # Every worker and the page read-ahead share the connections; more than that in flight
         # (block=False) opens extra ones that are not kept, as requests' adapter did.
-        self._pool_size = max(pool_size, 1) + 4
+        self._pool_size = max(pool_size, 1) + self.read_ahead
         self._timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         self._pool: urllib3.HTTPConnectionPool | None = None
 

@@ -34,8 +34,10 @@ DEFAULT_RETRY_AFTER_SECONDS = 1.0
 # A request is given up only after this many consecutive 429s (hours of waiting at the cap).
 MAX_RATE_LIMITED_ATTEMPTS = 100
 
-# Listing pages requested ahead of the one being read (once `pagination.pages` is known).
-DEFAULT_PAGE_READ_AHEAD = 4
+# Listing pages requested ahead of the one being read (once `pagination.pages` is known) follow
+# the concurrency, `concurrency - 1`: a listing read alone has as many requests in flight as the
+# detail calls. A fixed 4 kept every run's listing walk (read before any detail call; 40 pages at
+# 2,000 pumps) at 5 in flight: ~0.2 s of an unchanged fleet's ~1.5 s run at 20 ms latency.
 
 # Walks of one listing (GET /v1/pumps, each GET /v1/users/:userId/summary) per run. A walk that
 # saw the listing move under it (counts changed, an item on two pages, fewer distinct items than
