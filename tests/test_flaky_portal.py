@@ -46,9 +46,10 @@ def test_under_heavy_faults_the_first_run_loads_every_listing_row_and_the_next_c
     assert first.report.client_stats.retries > 20  # the faults really were there
     listed = rows(pipeline, "select pump_id from controllers order by 1")
     assert [pump_id for (pump_id,) in listed] == sorted(fleet.pump_ids())
-    # its last answer may be the injected 500 or one of the random 502 pages
+    # Its last answer may be the injected 500 or one of the random faults that win over it: a 502
+    # proxy page or a 200 with a cut-off JSON body. Which one depends on thread timing.
     assert [(i.resource, i.item_id) for i in first.report.skipped] == [("pump_summaries", broken)]
-    assert first.report.skipped[0].http_status in (500, 502)
+    assert first.report.skipped[0].http_status in (500, 502, 200)
     summaries = rows(pipeline, "select pump_id from pump_summaries order by 1")
     assert [pump_id for (pump_id,) in summaries] == [p for p in with_details(fleet) if p != broken]
     assert scalar(pipeline, "select count(*) from pump_metadata") == len(with_details(fleet))

@@ -73,12 +73,14 @@ class RunReport:
 
     def skip_item(self, resource: str, item_kind: str, item_id: str, error: PortalError) -> None:
         self.skipped.append(SkippedItem.of(resource, item_kind, item_id, error))
+        # A body that is not the portal's JSON (a proxy page, a cut-off answer) has no code: say
+        # what was wrong with it instead of "None".
         logger.warning(
             "skipped %s %s in %s: %s (HTTP %s) [request id %s]",
             item_kind,
             item_id,
             resource,
-            error.code,
+            error.code or error.message,
             error.status,
             error.request_id,
         )
